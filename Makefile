@@ -1,0 +1,96 @@
+# qtrain build. `make` builds ./train, ./quantbench and the tests; `make test` installs
+# missing packages (scripts/deps.sh), builds and runs every CMocka and MPI test.
+# Knobs: BUILD=dir, OPT="-O3 ...", SAN=1 (ASan+UBSan), DEPS_PREFIX=dir (unpacked .debs
+# of libraries the machine lacks, e.g. on the GPU machine), CUDA=0|1 (backend, later).
+
+CC       = mpicc
+BUILD   ?= build
+OPT     ?= -O3 -march=native
+PKGS     = inih libpng libturbojpeg openblas
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+ifeq ($(PKG_LIBS),)
+PKG_LIBS := -linih -lpng16 -lturbojpeg -lopenblas
+endif
+ifneq ($(DEPS_PREFIX),)
+DEP_INC  = -I$(DEPS_PREFIX)/usr/include -I$(DEPS_PREFIX)/usr/include/x86_64-linux-gnu
+DEP_LIB  = -L$(DEPS_PREFIX)/usr/lib/x86_64-linux-gnu -Wl,-rpath,$(abspath $(DEPS_PREFIX))/usr/lib/x86_64-linux-gnu
+endif
+SAN_FLAGS = $(if $(filter 1,$(SAN)),-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined,)
+CFLAGS  += -std=c11 -Wall -Wextra -Werror $(OPT) -g -D_GNU_SOURCE -pthread -fopenmp -Isrc \
+           $(DEP_INC) $(PKG_CFLAGS) $(SAN_FLAGS) -MMD -MP
+LDLIBS  += $(DEP_LIB) $(PKG_LIBS) -lm -pthread -fopenmp $(SAN_FLAGS)
+
+# MODULES limits the library to some folders (a helper building one module while another
+# is mid-edit): make BUILD=build-q MODULES="core quant" build-q/tests/test_quant
+MODULES ?= app core nn data dist quant
+LIB_SRC  := $(foreach m,$(MODULES),$(if $(filter app,$(m)),$(filter-out src/train.c,$(wildcard src/*.c)),$(wildcard src/$(m)/*.c)))
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB      := $(BUILD)/libqtrain.a
+TEST_SRC := $(wildcard tests/test_*.c)
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+TOOL_SRC := $(wildcard tools/*.c)
+TOOL_BIN := $(TOOL_SRC:tools/%.c=$(BUILD)/tools/%)
+CU_SRC   := $(wildcard src/*/cuda/*.cu src/*/*/cuda/*.cu)
+
+.PHONY: all deps test test-run sanitize quickstart bench fuzz cuda-check clean
+all: train quantbench $(TEST_BIN) $(TOOL_BIN)
+
+deps:
+	@scripts/deps.sh
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+train: $(BUILD)/src/train.o $(LIB)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tools/%: $(BUILD)/tools/%.o $(LIB)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+quantbench: $(BUILD)/tools/quantbench
+	cp $< $@
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
+# `make test`: packages first (a fresh machine has none), then a build and the runner in
+# a second make so that pkg-config sees the installed libraries.
+test: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/run_tests.sh $(BUILD)
+
+sanitize: deps
+	@$(MAKE) --no-print-directory BUILD=build-san SAN=1 OPT="-O1" all
+	@QT_SANITIZE=1 scripts/run_tests.sh build-san
+
+quickstart: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/quickstart.sh
+
+bench: all
+	@scripts/bench_cpu.sh
+
+fuzz:
+	@scripts/fuzz.sh
+
+# Compiles every .cu file with nvcc (no GPU needed): what CI can check of the CUDA code.
+cuda-check:
+	@if ! command -v nvcc >/dev/null 2>&1 && [ ! -x /usr/local/cuda/bin/nvcc ]; then \
+	    echo "cuda-check: nvcc not found, skipped"; exit 0; fi; \
+	 NVCC=$$(command -v nvcc || echo /usr/local/cuda/bin/nvcc); n=0; \
+	 for f in $(CU_SRC); do \
+	    mkdir -p $(BUILD)/cuda-check; \
+	    $$NVCC -std=c++17 -arch=sm_90 -Isrc $(DEP_INC) -Xcompiler -Wall,-Wextra,-Werror \
+	        -c $$f -o $(BUILD)/cuda-check/$$(basename $$f).o || exit 1; n=$$((n+1)); \
+	 done; echo "cuda-check: $$n .cu files compiled"
+
+clean:
+	rm -rf $(BUILD) build-san train quantbench
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
