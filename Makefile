@@ -16,7 +16,9 @@ ifneq ($(DEPS_PREFIX),)
 DEP_INC  = -I$(DEPS_PREFIX)/usr/include -I$(DEPS_PREFIX)/usr/include/x86_64-linux-gnu
 DEP_LIB  = -L$(DEPS_PREFIX)/usr/lib/x86_64-linux-gnu -Wl,-rpath,$(abspath $(DEPS_PREFIX))/usr/lib/x86_64-linux-gnu
 endif
-SAN_FLAGS = $(if $(filter 1,$(SAN)),-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined,)
+ifeq ($(SAN),1)
+SAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+endif
 CFLAGS  += -std=c11 -Wall -Wextra -Werror $(OPT) -g -D_GNU_SOURCE -pthread -fopenmp -Isrc \
            $(DEP_INC) $(PKG_CFLAGS) $(SAN_FLAGS) -MMD -MP
 LDLIBS  += $(DEP_LIB) $(PKG_LIBS) -lm -pthread -fopenmp $(SAN_FLAGS)

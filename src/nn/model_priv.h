@@ -1,0 +1,68 @@
+/* model_priv.h — qt_model internals shared by model.c, model_run.c and the network
+ * builders (resnet.c). Not part of the public API. */
+#ifndef QT_NN_MODEL_PRIV_H
+#define QT_NN_MODEL_PRIV_H
+
+#include "nn/layers.h"
+#include "nn/model.h"
+
+typedef enum { OP_CONV, OP_BN, OP_RELU, OP_MAXPOOL, OP_GAP, OP_LINEAR, OP_ADD } model_op_kind;
+
+typedef struct {
+    int c, h, w;      /* per-sample shape */
+    float *data;      /* [max_batch][c][h][w]; slot 0 points at the caller's input */
+    float *grad;      /* same size */
+    bool grad_valid;  /* backward: grad holds a value this pass (else the next writer overwrites) */
+} model_slot;
+
+typedef struct {
+    model_op_kind kind;
+    char name[40];
+    int in, in2, out;     /* slots; in2 only for add */
+    size_t p_off, p_count; /* parameter range in the arenas */
+    size_t b_off, b_count; /* buffer range (BN running stats) */
+    bool zero_gamma;       /* BN: zero_init_residual target */
+    qt_conv conv;
+    qt_bn bn;
+    qt_maxpool pool;
+    qt_linear fc;
+    int32_t *argmax;
+    double t_fwd, t_bwd;   /* seconds in the last step */
+} model_op;
+
+struct qt_model {
+    qt_model_opts opts;
+    model_slot *slots;
+    int n_slots, cap_slots;
+    model_op *ops;
+    int n_ops, cap_ops;
+    qt_param_span *spans;
+    int n_spans, cap_spans;
+    int logits;            /* slot of the classifier output */
+    size_t n_params, n_buffers;
+    int max_batch;
+    float *params, *grads, *buffers;
+    float *ws;             /* conv workspace */
+    float *scratch;        /* one activation: gradients that must be accumulated */
+    float *probs;          /* softmax output [max_batch][classes] */
+    int32_t *labels_copy;
+    int last_n;            /* batch of the last training forward */
+    bool last_train;
+};
+
+int model_add_slot(qt_model *m, int c, int h, int w);
+model_op *model_add_op(qt_model *m, model_op_kind kind, const char *name, int in, int out);
+int model_conv(qt_model *m, const char *name, int in, int c_out, int k, int stride, int pad);
+int model_bn(qt_model *m, const char *name, int in);
+int model_relu(qt_model *m, const char *name, int in);
+int model_add(qt_model *m, const char *name, int a, int b);
+int model_maxpool(qt_model *m, const char *name, int in, int k, int stride, int pad);
+int model_gap(qt_model *m, const char *name, int in);
+int model_linear(qt_model *m, const char *name, int in, int n_out);
+/* After all ops are added: arena offsets (backward order) and spans. */
+void model_layout(qt_model *m);
+
+/* Builders: append the network's ops to an empty model. */
+int resnet_build(qt_model *m);
+
+#endif

@@ -1,0 +1,507 @@
+/* train.c — the trainer: config, model, loaders, exchange, loop { forward, backward,
+ * wait, step, log, checkpoint }. Reads top to bottom (llm.c style).
+ *
+ *   ./train --config FILE [--set section.key=value ...] [--dry-run] [--resume] [--help]
+ *   mpirun -np N ./train --config FILE     (one replica per rank, data sharded by rank)
+ *
+ * Everything mutable lives in one `trainer` struct owned by main(). Only main() exits.
+ */
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cblas.h>
+
+#include "checkpoint.h"
+#include "config.h"
+#include "core/qt.h"
+#include "data/data.h"
+#include "dist/exchange.h"
+#include "dist/world.h"
+#include "nn/model.h"
+#include "nn/optim.h"
+
+typedef struct {
+    qt_config cfg;
+    qt_world *world;
+    int rank, size;
+    qt_model *model;
+    size_t n_params;
+    qt_dataset *train_set, *test_set;
+    qt_loader *train_loader, *test_loader;
+    qt_param_group *groups;
+    int n_groups;
+    float *opt_state;
+    size_t n_opt_state;
+    float *residuals; /* error-feedback arena (same layout as params), NULL if the codec has none */
+    qt_exchange *ex;
+    int64_t steps_per_epoch, step, epoch, cursor; /* cursor = step within the epoch */
+    int64_t skipped_steps;
+    double sum_bytes_sent, sum_bytes_fp32, sum_bytes_payload, sum_exposed, sum_encode, sum_decode, sum_step;
+    int64_t n_summary;
+    FILE *metrics;
+    double t_start;
+    bool is_tty;
+} trainer;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: train --config FILE [--set section.key=value ...] [--dry-run] [--resume]\n"
+            "             [--help] [--help-config]\n"
+            "  --config FILE    INI file with [model] [data] [optim] [quant] [dist] [train] (configs/)\n"
+            "  --set S.K=V      override one key (repeatable), e.g. --set quant.method=qsgd\n"
+            "  --dry-run        build the model, print its layers, params and FLOPs, and exit\n"
+            "  --resume         continue from the newest checkpoint in [train] checkpoint\n"
+            "  --help-config    print every config key with its default and range\n"
+            "run on N ranks: mpirun -np N ./train --config FILE (scripts/mpirun.sh sets root/container options)\n");
+}
+
+/* ---- setup -------------------------------------------------------------------------- */
+
+static int open_data(trainer *t)
+{
+    qt_config *c = &t->cfg;
+    if (qt_dataset_open(&c->data, true, &t->train_set) < 0) return -1;
+    qt_data_opts eval_opts = c->data;
+    eval_opts.limit = c->train.eval_limit;
+    if (c->train.eval && qt_dataset_open(&eval_opts, false, &t->test_set) < 0) return -1;
+    int ch, h, w;
+    qt_dataset_shape(t->train_set, &ch, &h, &w);
+    c->model.in_channels = ch;
+    c->model.in_height = h;
+    c->model.in_width = w;
+    int classes = qt_dataset_classes(t->train_set);
+    if (c->model.classes == 0) c->model.classes = classes;
+    else if (c->model.classes < classes)
+        return qt_fail("%s: [model] classes = %d but the data set has %d classes", c->path, c->model.classes,
+                       classes);
+    if (qt_loader_create(t->train_set, &c->data, true, t->rank, t->size, c->train.seed, &t->train_loader) < 0)
+        return -1;
+    if (t->test_set &&
+        qt_loader_create(t->test_set, &eval_opts, false, t->rank, t->size, c->train.seed, &t->test_loader) < 0)
+        return -1;
+    t->steps_per_epoch = qt_loader_steps_per_epoch(t->train_loader);
+    if (t->steps_per_epoch < 1)
+        return qt_fail("%s: %lld training items are fewer than one global batch (%d x %d ranks)", c->data.path,
+                       (long long)qt_dataset_count(t->train_set), c->data.batch, t->size);
+    return 0;
+}
+
+static void build_groups(trainer *t)
+{
+    int n;
+    const qt_param_span *sp = qt_model_spans(t->model, &n);
+    t->groups = qt_calloc((size_t)n, sizeof *t->groups);
+    for (int i = 0; i < n; i++) {
+        t->groups[i].offset = sp[i].offset;
+        t->groups[i].count = sp[i].count;
+        t->groups[i].decay = t->cfg.optim.no_decay_bn ? sp[i].decay : true;
+    }
+    t->n_groups = n;
+}
+
+static int setup_exchange(trainer *t)
+{
+    int n;
+    const qt_param_span *sp = qt_model_spans(t->model, &n);
+    qt_span *spans = qt_calloc((size_t)n, sizeof *spans);
+    for (int i = 0; i < n; i++) {
+        spans[i].offset = sp[i].offset;
+        spans[i].count = sp[i].count;
+        spans[i].ndim = sp[i].ndim;
+        /* A receptive field (conv: c_in x kh x kw; linear: one input row) stays in one
+         * codec bucket where the engine can arrange it (QSGD's reshaping). */
+        spans[i].row = sp[i].ndim > 1 ? sp[i].count / (size_t)sp[i].shape[0] : 0;
+    }
+    if (qt_codec_has_residual(&t->cfg.dist.codec))
+        t->residuals = qt_aligned_alloc(t->n_params * sizeof(float));
+    int rc = qt_exchange_create(t->world, &t->cfg.dist, spans, n, qt_model_grads(t->model), t->residuals,
+                                t->n_params, &t->ex);
+    free(spans);
+    return rc;
+}
+
+/* ---- checkpoints -------------------------------------------------------------------- */
+
+/* Rank 0 writes the main file (params, BN buffers, optimizer state, its residuals);
+ * every other rank with error-feedback state writes its own -r<rank> file beside it. */
+static int ckpt_state_sections(trainer *t, qt_ckpt_section *sec, bool main_file)
+{
+    int n = 0;
+    if (main_file) {
+        sec[n++] = (qt_ckpt_section){"params", qt_model_params(t->model), t->n_params * sizeof(float)};
+        sec[n++] = (qt_ckpt_section){"buffers", qt_model_buffers(t->model),
+                                     qt_model_buffer_count(t->model) * sizeof(float)};
+        sec[n++] = (qt_ckpt_section){"optim", t->opt_state, t->n_opt_state * sizeof(float)};
+    }
+    bool own = main_file ? t->rank == 0 : t->rank != 0;
+    if (own && t->residuals)
+        sec[n++] = (qt_ckpt_section){"residuals", t->residuals, t->n_params * sizeof(float)};
+    size_t n2 = 0;
+    float *r2 = t->ex ? qt_exchange_residual2(t->ex, &n2) : NULL;
+    if (own && r2 && n2) sec[n++] = (qt_ckpt_section){"residuals2", r2, n2 * sizeof(float)};
+    return n;
+}
+
+static int save_checkpoint(trainer *t)
+{
+    const char *dir = t->cfg.train.checkpoint;
+    if (!dir[0]) return 0;
+    qt_ckpt_meta meta = {.config_hash = qt_config_hash(&t->cfg), .world = t->size, .rank = t->rank,
+                         .step = t->step, .epoch = t->epoch, .cursor = t->cursor};
+    qt_ckpt_section sec[5];
+    char path[1200];
+    if (t->rank == 0) {
+        if (qt_ckpt_mkdir(dir) < 0) return -1;
+        int n = ckpt_state_sections(t, sec, true);
+        if (qt_ckpt_path(path, sizeof path, dir, t->step, -1) < 0 || qt_ckpt_write(path, &meta, sec, n) < 0)
+            return -1;
+        qt_ckpt_prune(dir, t->cfg.train.keep_checkpoints);
+    } else {
+        int n = ckpt_state_sections(t, sec, false);
+        if (n == 0) return 0;
+        if (qt_ckpt_mkdir(dir) < 0) return -1;
+        if (qt_ckpt_path(path, sizeof path, dir, t->step, t->rank) < 0 || qt_ckpt_write(path, &meta, sec, n) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int check_meta(const trainer *t, const char *path, const qt_ckpt_meta *m)
+{
+    if (m->config_hash != qt_config_hash(&t->cfg))
+        return qt_fail("%s: written by a run with a different configuration (hash %016llx, this run %016llx)",
+                       path, (unsigned long long)m->config_hash, (unsigned long long)qt_config_hash(&t->cfg));
+    if (m->world != t->size) return qt_fail("%s: written by %d ranks, this run has %d", path, m->world, t->size);
+    return 0;
+}
+
+/* Every rank reads the main file (parameters, optimizer state); ranks other than 0
+ * also read their own residual file. */
+static int load_checkpoint(trainer *t)
+{
+    const char *dir = t->cfg.train.checkpoint;
+    if (!dir[0]) return qt_fail("%s: --resume needs [train] checkpoint = DIR", t->cfg.path);
+    char path[1200];
+    int64_t step = 0;
+    int rc = qt_ckpt_latest(dir, path, sizeof path, &step);
+    if (rc < 0) return -1;
+    if (rc == 1) return qt_fail("%s: --resume: no checkpoint in this folder", dir);
+    qt_ckpt_meta meta;
+    qt_ckpt_section sec[5];
+    int n = ckpt_state_sections(t, sec, true);
+    if (qt_ckpt_read(path, &meta, sec, n) < 0 || check_meta(t, path, &meta) < 0) return -1;
+    n = ckpt_state_sections(t, sec, false);
+    if (n > 0) {
+        char rpath[1200];
+        qt_ckpt_meta rm;
+        if (qt_ckpt_path(rpath, sizeof rpath, dir, step, t->rank) < 0 || qt_ckpt_read(rpath, &rm, sec, n) < 0 ||
+            check_meta(t, rpath, &rm) < 0)
+            return -1;
+        if (rm.step != meta.step) return qt_fail("%s: step %lld, the main file has %lld", rpath,
+                                                 (long long)rm.step, (long long)meta.step);
+    }
+    t->step = meta.step;
+    t->epoch = meta.epoch;
+    t->cursor = meta.cursor;
+    qt_info("resumed from %s: epoch %lld, step %lld", path, (long long)t->epoch + 1, (long long)t->step);
+    return 0;
+}
+
+/* ---- the loop ----------------------------------------------------------------------- */
+
+static void on_grads_ready(void *ctx, size_t watermark) { qt_exchange_ready((qt_exchange *)ctx, watermark); }
+
+static int evaluate(trainer *t, double *loss_out, double *top1, double *top5)
+{
+    double loss = 0, c1 = 0, c5 = 0, count = 0;
+    if (qt_loader_seek(t->test_loader, 0, 0) < 0) return -1;
+    int64_t steps = qt_loader_steps_per_epoch(t->test_loader);
+    for (int64_t s = 0; s < steps; s++) {
+        qt_batch *b;
+        if (qt_loader_next(t->test_loader, &b) < 0) return -1;
+        int k1 = 0, k5 = 0;
+        float l = qt_model_forward(t->model, b->x, b->y, b->n, false, &k1, &k5);
+        loss += (double)l * b->n;
+        c1 += k1;
+        c5 += k5;
+        count += b->n;
+        qt_loader_release(t->test_loader, b);
+    }
+    double sums[4] = {loss, c1, c5, count};
+    if (qt_world_allreduce_sum(t->world, sums, 4) < 0) return -1;
+    *loss_out = sums[3] > 0 ? sums[0] / sums[3] : 0;
+    *top1 = sums[3] > 0 ? sums[1] / sums[3] : 0;
+    *top5 = sums[3] > 0 ? sums[2] / sums[3] : 0;
+    return 0;
+}
+
+static void progress(trainer *t, float loss, float lr, double img_s, double acc)
+{
+    int64_t total = t->steps_per_epoch * t->cfg.train.epochs;
+    if (t->cfg.train.max_steps && t->cfg.train.max_steps < total) total = t->cfg.train.max_steps;
+    double elapsed = qt_now() - t->t_start;
+    double eta = img_s > 0 ? (double)(total - t->step) * t->cfg.data.batch * t->size / img_s : 0;
+    (void)elapsed;
+    fprintf(stderr, "epoch %lld step %lld/%lld  loss %.4f  acc %.3f  lr %.4g  %.0f img/s  eta %.0fs\n",
+            (long long)t->epoch + 1, (long long)t->step, (long long)total, loss, acc, lr, img_s, eta);
+}
+
+static int train_loop(trainer *t)
+{
+    qt_config *c = &t->cfg;
+    const int64_t global_batch = (int64_t)c->data.batch * t->size;
+    float *params = qt_model_params(t->model), *grads = qt_model_grads(t->model);
+    if (qt_loader_seek(t->train_loader, t->epoch, t->cursor) < 0) return -1;
+    double win_t0 = qt_now(), win_imgs = 0, win_loss = 0, win_acc = 0;
+    int win_n = 0;
+    bool stop = false;
+    while (t->epoch < c->train.epochs && !stop) {
+        while (t->cursor < t->steps_per_epoch) {
+            if (c->train.max_steps && t->step >= c->train.max_steps) {
+                stop = true;
+                break;
+            }
+            double t0 = qt_now();
+            qt_batch *b;
+            if (qt_loader_next(t->train_loader, &b) < 0) return -1;
+            double t_data = qt_now() - t0;
+            float lr = qt_lr_at(&c->optim, t->step, t->steps_per_epoch, c->train.epochs);
+            qt_exchange_begin_step(t->ex, (uint32_t)t->step);
+            double tc = qt_now();
+            int correct = 0;
+            float loss = qt_model_forward(t->model, b->x, b->y, b->n, true, &correct, NULL);
+            qt_model_backward(t->model, on_grads_ready, t->ex);
+            double t_compute = qt_now() - tc;
+            qt_exchange_stats st;
+            int skip = qt_exchange_finish(t->ex, &st);
+            if (skip < 0) return -1;
+            if (skip) {
+                t->skipped_steps++;
+                qt_warn("step %lld: non-finite gradient on some rank: step skipped on all ranks (%lld so far)",
+                        (long long)t->step, (long long)t->skipped_steps);
+            } else {
+                if (c->optim.clip_norm > 0) qt_clip_grad_norm(grads, t->n_params, c->optim.clip_norm);
+                qt_optim_step(&c->optim, lr, t->step + 1, t->groups, t->n_groups, params, grads, t->opt_state,
+                              t->n_params);
+            }
+            double t_step = qt_now() - t0;
+            t->sum_bytes_sent += (double)st.bytes_sent;
+            t->sum_bytes_fp32 += (double)st.bytes_fp32;
+            t->sum_bytes_payload += (double)st.bytes_payload;
+            t->sum_exposed += st.t_comm_exposed;
+            t->sum_encode += st.t_encode;
+            t->sum_decode += st.t_decode;
+            t->sum_step += t_step;
+            t->n_summary++;
+            qt_loader_release(t->train_loader, b);
+            t->step++;
+            t->cursor++;
+            win_imgs += (double)global_batch;
+            win_loss += loss;
+            win_acc += (double)correct / b->n;
+            win_n++;
+            if (t->metrics)
+                fprintf(t->metrics,
+                        "{\"step\": %lld, \"epoch\": %lld, \"loss\": %.6f, \"acc\": %.4f, \"lr\": %.6g, "
+                        "\"images_per_s\": %.1f, \"bytes_sent\": %llu, \"compression_ratio\": %.3f, "
+                        "\"t_step\": %.6f, \"t_data\": %.6f, \"t_compute\": %.6f, \"t_encode\": %.6f, "
+                        "\"t_decode\": %.6f, \"t_comm_exposed\": %.6f, \"skipped\": %d}\n",
+                        (long long)t->step, (long long)t->epoch, loss, (double)correct / b->n, lr,
+                        global_batch / t_step, (unsigned long long)st.bytes_sent, st.compression_ratio, t_step,
+                        t_data, t_compute, st.t_encode, st.t_decode, st.t_comm_exposed, skip);
+            if (t->rank == 0 && (t->step % c->train.print_every == 0 || t->cursor == t->steps_per_epoch)) {
+                double dt = qt_now() - win_t0;
+                progress(t, (float)(win_loss / win_n), lr, win_imgs / dt, win_acc / win_n);
+                win_t0 = qt_now();
+                win_imgs = win_loss = win_acc = 0;
+                win_n = 0;
+            }
+            if (c->train.checkpoint_every && t->step % c->train.checkpoint_every == 0 && save_checkpoint(t) < 0)
+                return -1;
+        }
+        if (stop) break;
+        t->epoch++;
+        t->cursor = 0;
+        if (c->train.eval && t->test_loader) {
+            double l, a1, a5;
+            if (evaluate(t, &l, &a1, &a5) < 0) return -1;
+            if (t->rank == 0) {
+                fprintf(stderr, "epoch %lld eval: loss %.4f  top1 %.4f%s", (long long)t->epoch, l, a1,
+                        c->model.classes >= 5 ? "" : "\n");
+                if (c->model.classes >= 5) fprintf(stderr, "  top5 %.4f\n", a5);
+            }
+            if (t->metrics)
+                fprintf(t->metrics, "{\"eval\": true, \"epoch\": %lld, \"step\": %lld, \"loss\": %.6f, "
+                                    "\"top1\": %.5f, \"top5\": %.5f}\n",
+                        (long long)t->epoch, (long long)t->step, l, a1, a5);
+        }
+        if (t->metrics) fflush(t->metrics);
+        if (!c->train.checkpoint_every && save_checkpoint(t) < 0) return -1;
+    }
+    if (stop && save_checkpoint(t) < 0) return -1;
+    return 0;
+}
+
+/* ---- main --------------------------------------------------------------------------- */
+
+typedef struct {
+    const char *config;
+    const char *sets[64];
+    int n_sets;
+    bool dry_run, resume, help, help_config;
+} cli_args;
+
+static int parse_args(int argc, char **argv, cli_args *a)
+{
+    memset(a, 0, sizeof *a);
+    for (int i = 1; i < argc; i++) {
+        const char *s = argv[i];
+        if (!strcmp(s, "--config") && i + 1 < argc) a->config = argv[++i];
+        else if (!strncmp(s, "--config=", 9)) a->config = s + 9;
+        else if (!strcmp(s, "--set") && i + 1 < argc) {
+            if (a->n_sets == 64) return qt_fail("too many --set options (64 at most)");
+            a->sets[a->n_sets++] = argv[++i];
+        } else if (!strcmp(s, "--dry-run")) a->dry_run = true;
+        else if (!strcmp(s, "--resume")) a->resume = true;
+        else if (!strcmp(s, "--help") || !strcmp(s, "-h")) a->help = true;
+        else if (!strcmp(s, "--help-config")) a->help_config = true;
+        else return qt_fail("unknown argument '%s' (see --help)", s);
+    }
+    if (!a->help && !a->help_config && !a->config) return qt_fail("missing --config FILE (see --help)");
+    return 0;
+}
+
+static void set_threads(trainer *t)
+{
+    int n = t->cfg.train.threads;
+    if (n <= 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        /* Ranks on this machine share its cores (Open MPI tells the local rank count). */
+        const char *ls = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+        int local = ls ? atoi(ls) : 1;
+        n = (int)(cores / (local > 0 ? local : 1));
+        if (n < 1) n = 1;
+    }
+    openblas_set_num_threads(n);
+    omp_set_num_threads(n);
+}
+
+static int run(trainer *t, const cli_args *a)
+{
+    qt_config *c = &t->cfg;
+    int rc = 0;
+    if (open_data(t) < 0) return -1;
+    if (qt_model_create(&c->model, &t->model) < 0) return -1;
+    t->n_params = qt_model_param_count(t->model);
+    /* Every rank must run the same computation: compare config and layout with rank 0. */
+    uint64_t h = qt_config_hash(c);
+    if (qt_world_check_same(t->world, &h, sizeof h, "configuration") < 0) return -1;
+    int n_spans;
+    const qt_param_span *sp = qt_model_spans(t->model, &n_spans);
+    if (qt_world_check_same(t->world, sp, (size_t)n_spans * sizeof *sp, "model layout") < 0) return -1;
+    qt_model_alloc(t->model, c->data.batch);
+    qt_model_init(t->model, c->train.seed);
+    build_groups(t);
+    t->n_opt_state = qt_optim_state_floats(&c->optim, t->n_params);
+    t->opt_state = qt_aligned_alloc((t->n_opt_state ? t->n_opt_state : 1) * sizeof(float));
+    if (setup_exchange(t) < 0) return -1;
+    if (a->resume && load_checkpoint(t) < 0) return -1;
+    /* Rank 0's parameters and BN statistics are everyone's starting point. */
+    if (qt_world_bcast_floats(t->world, qt_model_params(t->model), t->n_params) < 0) return -1;
+    if (qt_world_bcast_floats(t->world, qt_model_buffers(t->model), qt_model_buffer_count(t->model)) < 0)
+        return -1;
+    if (t->rank == 0 && c->train.log[0]) {
+        t->metrics = fopen(c->train.log, a->resume ? "a" : "w");
+        if (!t->metrics) return qt_fail("%s: cannot open metrics log: %s", c->train.log, strerror(errno));
+    }
+    qt_info("qtrain: resnet%d (%s), %zu params, %d rank%s x batch %d, %lld steps/epoch, codec %s", c->model.depth,
+            c->model.variant == QT_VARIANT_CIFAR ? "cifar" : "imagenet", t->n_params, t->size,
+            t->size > 1 ? "s" : "", c->data.batch, (long long)t->steps_per_epoch,
+            qt_codec_method_name(c->dist.codec.method));
+    t->t_start = qt_now();
+    rc = train_loop(t);
+    if (rc == 0 && t->rank == 0) {
+        double secs = qt_now() - t->t_start;
+        double n = t->n_summary ? (double)t->n_summary : 1.0;
+        qt_info("done: %lld steps in %.1f s (%.1f ms/step), %lld skipped; exchange per step: %.3f MB sent, "
+                "compression %.2fx, encode %.2f ms, decode %.2f ms, exposed communication %.2f ms (%.1f%% of the step)",
+                (long long)t->step, secs, 1e3 * t->sum_step / n, (long long)t->skipped_steps,
+                t->sum_bytes_sent / n / 1e6,
+                t->sum_bytes_payload > 0 ? t->sum_bytes_fp32 / t->sum_bytes_payload : 1.0, 1e3 * t->sum_encode / n,
+                1e3 * t->sum_decode / n, 1e3 * t->sum_exposed / n,
+                t->sum_step > 0 ? 100.0 * t->sum_exposed / t->sum_step : 0.0);
+    }
+    return rc;
+}
+
+static void destroy(trainer *t)
+{
+    if (t->metrics) fclose(t->metrics);
+    qt_exchange_destroy(t->ex);
+    qt_loader_destroy(t->train_loader);
+    qt_loader_destroy(t->test_loader);
+    qt_dataset_destroy(t->train_set);
+    qt_dataset_destroy(t->test_set);
+    qt_model_destroy(t->model);
+    qt_free_aligned(t->opt_state);
+    qt_free_aligned(t->residuals);
+    free(t->groups);
+}
+
+static int dry_run(qt_config *c)
+{
+    /* No data needed: the input shape comes from the config (imagenet 224, cifar 32). */
+    if (c->model.classes == 0) c->model.classes = c->model.variant == QT_VARIANT_IMAGENET ? 1000 : 10;
+    if (c->model.variant == QT_VARIANT_IMAGENET) c->model.in_height = c->model.in_width = 224;
+    qt_model *m;
+    if (qt_model_create(&c->model, &m) < 0) return -1;
+    qt_model_print(m, c->data.batch);
+    qt_model_destroy(m);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    cli_args a;
+    if (parse_args(argc, argv, &a) < 0) return 2;
+    if (a.help) {
+        usage(stdout);
+        return 0;
+    }
+    trainer *t = qt_calloc(1, sizeof *t);
+    qt_config_default(&t->cfg);
+    if (a.help_config) {
+        qt_config_reference(stdout);
+        free(t);
+        return 0;
+    }
+    int rc = qt_config_load(&t->cfg, a.config);
+    for (int i = 0; rc == 0 && i < a.n_sets; i++) rc = qt_config_set(&t->cfg, a.sets[i]);
+    if (rc == 0) rc = qt_config_finish(&t->cfg);
+    if (rc == 0 && a.dry_run) rc = dry_run(&t->cfg);
+    if (rc < 0 || a.dry_run) {
+        free(t);
+        return rc < 0 ? 1 : 0;
+    }
+    if (qt_world_create(&argc, &argv, &t->world) < 0) {
+        free(t);
+        return 1;
+    }
+    t->rank = t->world->rank;
+    t->size = t->world->size;
+    t->is_tty = isatty(2);
+    set_threads(t);
+    rc = run(t, &a);
+    if (rc < 0 && t->size > 1) qt_world_abort(t->world, 1, "see the error above"); /* every rank exits within seconds */
+    destroy(t);
+    qt_world_destroy(t->world);
+    free(t);
+    return rc < 0 ? 1 : 0;
+}
