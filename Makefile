@@ -27,6 +27,7 @@ LDLIBS  += $(DEP_LIB) $(PKG_LIBS) -lm -pthread -fopenmp $(SAN_FLAGS)
 # is mid-edit): make BUILD=build-q MODULES="core quant" build-q/tests/test_quant
 MODULES ?= app core nn data dist quant
 LIB_SRC  := $(foreach m,$(MODULES),$(if $(filter app,$(m)),$(filter-out src/train.c,$(wildcard src/*.c)),$(wildcard src/$(m)/*.c)))
+LIB_SRC  := $(filter-out $(EXCLUDE),$(LIB_SRC))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 LIB      := $(BUILD)/libqtrain.a
 TEST_SRC := $(wildcard tests/test_*.c)

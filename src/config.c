@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <ini.h>
 #include <math.h>
 #include <stddef.h>
@@ -350,6 +351,8 @@ typedef struct {
     FILE *f;
     int line;
     bool failed;
+    int fail_line;
+    char msg[1400];
     bool seen[sizeof k_table / sizeof k_table[0]];
 } parse_state;
 
@@ -362,38 +365,50 @@ static char *count_lines_reader(char *str, int num, void *stream)
     return r;
 }
 
+/* Keeps the first error; qt_config_load prints it, or inih's syntax error if that came
+ * first (inih reports a syntax error only when the whole file has been read). */
+static void record(parse_state *ps, const char *fmt, ...) QT_PRINTF(2, 3);
+static void record(parse_state *ps, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ps->msg, sizeof ps->msg, fmt, ap);
+    va_end(ap);
+    ps->fail_line = ps->line;
+}
+
 static int on_key(void *user, const char *section, const char *name, const char *value)
 {
     parse_state *ps = user;
     if (ps->failed) return 1;
     const char *path = ps->cfg->path;
     if (!section[0]) {
-        qt_fail("%s:%d: key '%s' is outside any section", path, ps->line, name);
+        record(ps, "%s:%d: key '%s' is outside any section", path, ps->line, name);
         ps->failed = true;
         return 1;
     }
     if (!section_exists(section)) {
-        qt_fail("%s:%d: unknown section [%s] (sections: model, data, optim, quant, dist, train)", path,
+        record(ps, "%s:%d: unknown section [%s] (sections: model, data, optim, quant, dist, train)", path,
                 ps->line, section);
         ps->failed = true;
         return 1;
     }
     const cfg_entry *e = find_entry(section, name);
     if (!e) {
-        qt_fail("%s:%d: [%s] unknown key '%s' (see configs/README.md)", path, ps->line, section, name);
+        record(ps, "%s:%d: [%s] unknown key '%s' (see configs/README.md)", path, ps->line, section, name);
         ps->failed = true;
         return 1;
     }
     int idx = (int)(e - k_table);
     if (ps->seen[idx]) {
-        qt_fail("%s:%d: [%s] %s is set twice", path, ps->line, section, name);
+        record(ps, "%s:%d: [%s] %s is set twice", path, ps->line, section, name);
         ps->failed = true;
         return 1;
     }
     ps->seen[idx] = true;
     char err[256];
     if (!apply(ps->cfg, e, value, err, sizeof err)) {
-        qt_fail("%s:%d: [%s] %s = '%s': %s", path, ps->line, section, name, value, err);
+        record(ps, "%s:%d: [%s] %s = '%s': %s", path, ps->line, section, name, value, err);
         ps->failed = true;
     }
     return 1;
@@ -410,9 +425,13 @@ int qt_config_load(qt_config *c, const char *path)
     int rc = ini_parse_stream(count_lines_reader, ps, on_key, ps);
     fclose(f);
     bool failed = ps->failed;
+    int fail_line = ps->fail_line;
+    char msg[sizeof ps->msg];
+    memcpy(msg, ps->msg, sizeof msg);
     free(ps);
-    if (failed) return -1;
-    if (rc > 0) return qt_fail("%s:%d: syntax error (expected [section] or key = value)", path, rc);
+    if (rc > 0 && (!failed || rc <= fail_line))
+        return qt_fail("%s:%d: syntax error (expected [section] or key = value)", path, rc);
+    if (failed) return qt_fail("%s", msg);
     if (rc < 0) return qt_fail("%s: cannot read config", path);
     return 0;
 }

@@ -157,18 +157,24 @@ static int save_checkpoint(trainer *t)
                          .step = t->step, .epoch = t->epoch, .cursor = t->cursor};
     qt_ckpt_section sec[5];
     char path[1200];
+    if (qt_ckpt_mkdir(dir) < 0) return -1;
+    /* The main file is the commit record: per-rank files first, a barrier, then rank 0
+     * writes the main file, so a main file never exists without its rank files. The
+     * condition is the same on every rank (codec settings are checked equal). */
+    size_t n2 = 0;
+    bool per_rank = t->size > 1 && (t->residuals || (t->ex && qt_exchange_residual2(t->ex, &n2) && n2));
+    if (per_rank) {
+        int n = ckpt_state_sections(t, sec, false);
+        if (t->rank != 0 && n > 0 &&
+            (qt_ckpt_path(path, sizeof path, dir, t->step, t->rank) < 0 || qt_ckpt_write(path, &meta, sec, n) < 0))
+            return -1;
+        MPI_CHECK(MPI_Barrier(t->world->comm));
+    }
     if (t->rank == 0) {
-        if (qt_ckpt_mkdir(dir) < 0) return -1;
         int n = ckpt_state_sections(t, sec, true);
         if (qt_ckpt_path(path, sizeof path, dir, t->step, -1) < 0 || qt_ckpt_write(path, &meta, sec, n) < 0)
             return -1;
         qt_ckpt_prune(dir, t->cfg.train.keep_checkpoints);
-    } else {
-        int n = ckpt_state_sections(t, sec, false);
-        if (n == 0) return 0;
-        if (qt_ckpt_mkdir(dir) < 0) return -1;
-        if (qt_ckpt_path(path, sizeof path, dir, t->step, t->rank) < 0 || qt_ckpt_write(path, &meta, sec, n) < 0)
-            return -1;
     }
     return 0;
 }
@@ -418,6 +424,13 @@ static int run(trainer *t, const cli_args *a)
     if (qt_world_bcast_floats(t->world, qt_model_buffers(t->model), qt_model_buffer_count(t->model)) < 0)
         return -1;
     if (t->rank == 0 && c->train.log[0]) {
+        char dir[sizeof c->train.log];
+        snprintf(dir, sizeof dir, "%s", c->train.log);
+        char *slash = strrchr(dir, '/');
+        if (slash && slash != dir) {
+            *slash = 0;
+            if (qt_ckpt_mkdir(dir) < 0) return -1;
+        }
         t->metrics = fopen(c->train.log, a->resume ? "a" : "w");
         if (!t->metrics) return qt_fail("%s: cannot open metrics log: %s", c->train.log, strerror(errno));
     }

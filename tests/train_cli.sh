@@ -37,7 +37,7 @@ cp -r "$T/data" "$T/trunc"
 truncate -s 100000 "$T/trunc/data_batch_2.bin"
 expect_err "data_batch_2.bin: truncated" ./train --config configs/quickstart.ini --set data.path="$T/trunc" \
     --set train.checkpoint= --set train.log=
-expect_err "data_batch_1.bin" ./train --config configs/quickstart.ini --set data.path="$T/nodata" \
+expect_err "nodata: not a folder" ./train --config configs/quickstart.ini --set data.path="$T/nodata" \
     --set train.checkpoint= --set train.log=
 
 # A short single-process run learns: ResNet-8, 2 epochs of 3000 images.

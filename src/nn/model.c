@@ -245,9 +245,30 @@ static const char *kind_name(model_op_kind k)
     return names[k];
 }
 
+void qt_model_op_info(const qt_model *m, int i, qt_op_info *info)
+{
+    QT_ASSERT(i >= 0 && i < m->n_ops);
+    const model_op *op = &m->ops[i];
+    const model_slot *s = &m->slots[op->out];
+    info->name = op->name;
+    info->kind = kind_name(op->kind);
+    info->param_offset = op->p_off;
+    info->param_count = op->p_count;
+    info->out_c = s->c;
+    info->out_h = s->h;
+    info->out_w = s->w;
+    info->flops_per_sample = 0;
+    if (op->kind == OP_CONV)
+        info->flops_per_sample = 2ull * op->conv.c_in * op->conv.kh * op->conv.kw * slot_elems(s);
+    else if (op->kind == OP_LINEAR)
+        info->flops_per_sample = 2ull * (uint64_t)op->fc.in * (uint64_t)op->fc.out;
+    info->t_forward = op->t_fwd;
+    info->t_backward = op->t_bwd;
+}
+
 void qt_model_print(const qt_model *m, int batch)
 {
-    printf("%-28s %-8s %-22s %12s %14s\n", "layer", "kind", "output", "params", "MFLOPs/sample");
+    printf("%-28s %-14s %-22s %12s %14s\n", "layer", "kind", "output", "params", "MFLOPs/sample");
     for (int i = 0; i < m->n_ops; i++) {
         const model_op *op = &m->ops[i];
         const model_slot *s = &m->slots[op->out];
@@ -261,9 +282,9 @@ void qt_model_print(const qt_model *m, int batch)
         char extra[48] = "";
         if (op->kind == OP_CONV)
             snprintf(extra, sizeof extra, " %dx%d/%d", op->conv.kh, op->conv.kw, op->conv.stride);
-        char kind[24];
+        char kind[64];
         snprintf(kind, sizeof kind, "%s%s", kind_name(op->kind), extra);
-        printf("%-28s %-8s %-22s %12zu %14.2f\n", op->name, kind, shape, op->p_count, mf);
+        printf("%-28s %-14s %-22s %12zu %14.2f\n", op->name, kind, shape, op->p_count, mf);
     }
     size_t bytes = m->n_params * sizeof(float);
     printf("arenas: params %.2f MB, grads %.2f MB, buffers %zu floats\n", bytes / 1e6, bytes / 1e6, m->n_buffers);

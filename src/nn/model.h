@@ -79,7 +79,15 @@ typedef void (*qt_grad_ready_fn)(void *ctx, size_t watermark);
  * parameters, calls ready(ctx, w): grads [0, w) are final. ready may be NULL. */
 void qt_model_backward(qt_model *m, qt_grad_ready_fn ready, void *ctx);
 
-/* Per-op forward/backward seconds of the last step (for --profile); n_ops out. */
+/* Ops in forward order, for profiles (--profile) and debugging. */
 int qt_model_n_ops(const qt_model *m);
+typedef struct {
+    const char *name, *kind;
+    size_t param_offset, param_count; /* the op's parameters in the arenas */
+    int out_c, out_h, out_w;          /* per-sample output shape */
+    uint64_t flops_per_sample;        /* forward multiply-adds x 2 (conv, linear) */
+    double t_forward, t_backward;     /* seconds of the op in the last forward/backward */
+} qt_op_info;
+void qt_model_op_info(const qt_model *m, int i, qt_op_info *info);
 
 #endif
