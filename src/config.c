@@ -35,10 +35,10 @@ typedef struct {
 
 static const cfg_entry k_table[] = {
     /* [model] */
-    {"model", "arch", T_ENUM, OFF(model.arch), 0, 0, 0, "resnet", "resnet", true,
-     "network family"},
+    {"model", "arch", T_ENUM, OFF(model.arch), 0, 0, 0, "resnet", "resnet|alexnet|vgg", true,
+     "network family (alexnet and vgg: torchvision's, 224x224 input)"},
     {"model", "depth", T_INT, OFF(model.depth), 0, 8, 1202, "20", NULL, true,
-     "ResNet depth: cifar 6n+2 (20, 32, 44, 56, 110, ...); imagenet 18, 34, 50, 101, 152"},
+     "ResNet depth: cifar 6n+2 (20, 32, 44, 56, 110, ...), imagenet 18, 34, 50, 101, 152; VGG 11, 13, 16, 19"},
     {"model", "variant", T_ENUM, OFF(model.variant), 0, 0, 0, "cifar", "cifar|imagenet", true,
      "cifar: 3x3 stem, 16/32/64 channels; imagenet: 7x7 stem + max pool, torchvision layout"},
     {"model", "classes", T_INT, OFF(model.classes), 0, 0, 1000000, "0", NULL, true,
@@ -48,6 +48,8 @@ static const cfg_entry k_table[] = {
     {"model", "bn_momentum", T_FLOAT, OFF(model.bn_momentum), 0, 0, 1, "0.1", NULL, true,
      "BatchNorm running-statistics momentum (PyTorch convention)"},
     {"model", "bn_eps", T_FLOAT, OFF(model.bn_eps), 0, 1e-12, 1, "1e-5", NULL, true, "BatchNorm epsilon"},
+    {"model", "dropout", T_FLOAT, OFF(model.dropout), 0, 0, 0.99, "0.5", NULL, true,
+     "dropout probability of the alexnet/vgg classifier"},
     {"model", "zero_init_residual", T_BOOL, OFF(model.zero_init_residual), 0, 0, 0, "false", NULL, true,
      "start the last BN of each residual branch at gamma = 0"},
     /* [data] */
@@ -468,10 +470,14 @@ int qt_config_finish(qt_config *c)
         return qt_fail("%s: [dist] collective = allreduce needs [quant] method = none or fp16 (an MPI "
                        "reduction cannot add encoded bytes); use allgather or rsag", p);
     if (q->method == QT_CODEC_FP16 && c->dist.collective == QT_COLL_ALLREDUCE) c->dist.fp16_allreduce = true;
-    if (c->model.variant == QT_VARIANT_CIFAR && (c->model.depth - 2) % 6 != 0)
+    bool resnet = c->model.arch == QT_ARCH_RESNET;
+    if (c->model.arch == QT_ARCH_VGG && c->model.depth != 11 && c->model.depth != 13 && c->model.depth != 16 &&
+        c->model.depth != 19)
+        return qt_fail("%s: [model] depth = %d: vgg has 11, 13, 16 or 19", p, c->model.depth);
+    if (resnet && c->model.variant == QT_VARIANT_CIFAR && (c->model.depth - 2) % 6 != 0)
         return qt_fail("%s: [model] depth = %d: the cifar variant needs 6n+2 (20, 32, 44, 56, 110)", p,
                        c->model.depth);
-    if (c->model.variant == QT_VARIANT_IMAGENET && c->model.depth != 18 && c->model.depth != 34 &&
+    if (resnet && c->model.variant == QT_VARIANT_IMAGENET && c->model.depth != 18 && c->model.depth != 34 &&
         c->model.depth != 50 && c->model.depth != 101 && c->model.depth != 152)
         return qt_fail("%s: [model] depth = %d: the imagenet variant has 18, 34, 50, 101 or 152", p,
                        c->model.depth);

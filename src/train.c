@@ -45,6 +45,9 @@ typedef struct {
     double sum_bytes_sent, sum_bytes_fp32, sum_bytes_payload, sum_exposed, sum_encode, sum_decode, sum_step;
     int64_t n_summary;
     FILE *metrics;
+    const char *profile_path; /* --profile: per-layer times written at the end */
+    double *prof_fwd, *prof_bwd, prof_optim, prof_step;
+    int64_t prof_steps;
     double t_start;
     bool is_tty;
 } trainer;
@@ -53,11 +56,12 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: train --config FILE [--set section.key=value ...] [--dry-run] [--resume]\n"
-            "             [--help] [--help-config]\n"
+            "             [--profile FILE] [--help] [--help-config]\n"
             "  --config FILE    INI file with [model] [data] [optim] [quant] [dist] [train] (configs/)\n"
             "  --set S.K=V      override one key (repeatable), e.g. --set quant.method=qsgd\n"
             "  --dry-run        build the model, print its layers, params and FLOPs, and exit\n"
             "  --resume         continue from the newest checkpoint in [train] checkpoint\n"
+            "  --profile FILE   write per-layer forward/backward times and gradient bytes (JSON)\n"
             "  --help-config    print every config key with its default and range\n"
             "run on N ranks: mpirun -np N ./train --config FILE (scripts/mpirun.sh sets root/container options)\n");
 }
@@ -220,6 +224,59 @@ static int load_checkpoint(trainer *t)
     return 0;
 }
 
+/* ---- profile (--profile FILE): what scripts/scaling_model.py simulates ---------- */
+
+/* Adds the last step's per-op times; the first two steps (allocation, caches) are left out. */
+static void profile_accumulate(trainer *t, double t_step, double t_rest)
+{
+    if (t->step < 2) return;
+    int n = qt_model_n_ops(t->model);
+    if (!t->prof_fwd) {
+        t->prof_fwd = qt_calloc((size_t)n, sizeof(double));
+        t->prof_bwd = qt_calloc((size_t)n, sizeof(double));
+    }
+    for (int i = 0; i < n; i++) {
+        qt_op_info info;
+        qt_model_op_info(t->model, i, &info);
+        t->prof_fwd[i] += info.t_forward;
+        t->prof_bwd[i] += info.t_backward;
+    }
+    t->prof_optim += t_rest;
+    t->prof_step += t_step;
+    t->prof_steps++;
+}
+
+/* Per-layer forward/backward seconds (mean per step) and gradient bytes, in forward
+ * order, with the step time measured on this machine. */
+static int profile_write(trainer *t)
+{
+    if (!t->profile_path || t->rank != 0) return 0;
+    if (t->prof_steps == 0) return qt_fail("%s: --profile needs at least 3 steps", t->profile_path);
+    FILE *f = fopen(t->profile_path, "w");
+    if (!f) return qt_fail("%s: cannot write profile: %s", t->profile_path, strerror(errno));
+    double k = 1.0 / (double)t->prof_steps;
+    const qt_config *c = &t->cfg;
+    fprintf(f, "{\"config\": \"%s\", \"arch\": \"%s\", \"depth\": %d, \"batch\": %d, \"ranks\": %d, "
+               "\"threads\": %d, \"device\": \"%s\", \"steps\": %lld, \"params\": %zu,\n"
+               " \"t_step\": %.6e, \"t_other\": %.6e,\n \"layers\": [\n",
+            c->path, c->model.variant == QT_VARIANT_CIFAR ? "resnet-cifar" : "resnet-imagenet", c->model.depth,
+            c->data.batch, t->size, openblas_get_num_threads(), c->train.device, (long long)t->prof_steps,
+            t->n_params, t->prof_step * k, t->prof_optim * k);
+    int n = qt_model_n_ops(t->model);
+    for (int i = 0; i < n; i++) {
+        qt_op_info info;
+        qt_model_op_info(t->model, i, &info);
+        fprintf(f, "  {\"name\": \"%s\", \"kind\": \"%s\", \"params\": %zu, \"param_offset\": %zu, "
+                   "\"grad_bytes\": %zu, \"t_forward\": %.6e, \"t_backward\": %.6e}%s\n",
+                info.name, info.kind, info.param_count, info.param_offset, info.param_count * sizeof(float),
+                t->prof_fwd[i] * k, t->prof_bwd[i] * k, i + 1 < n ? "," : "");
+    }
+    fprintf(f, " ]}\n");
+    if (fclose(f) != 0) return qt_fail("%s: write failed", t->profile_path);
+    qt_info("profile: %s (%d layers, mean of %lld steps)", t->profile_path, n, (long long)t->prof_steps);
+    return 0;
+}
+
 /* ---- the loop ----------------------------------------------------------------------- */
 
 static void on_grads_ready(void *ctx, size_t watermark) { qt_exchange_ready((qt_exchange *)ctx, watermark); }
@@ -279,6 +336,7 @@ static int train_loop(trainer *t)
             if (qt_loader_next(t->train_loader, &b) < 0) return -1;
             double t_data = qt_now() - t0;
             float lr = qt_lr_at(&c->optim, t->step, t->steps_per_epoch, c->train.epochs);
+            qt_model_set_step(t->model, c->train.seed, (uint32_t)t->step);
             qt_exchange_begin_step(t->ex, (uint32_t)t->step);
             double tc = qt_now();
             int correct = 0;
@@ -298,6 +356,7 @@ static int train_loop(trainer *t)
                               t->n_params);
             }
             double t_step = qt_now() - t0;
+            if (t->profile_path) profile_accumulate(t, t_step, t_step - t_compute - t_data - st.t_comm_exposed);
             t->sum_bytes_sent += (double)st.bytes_sent;
             t->sum_bytes_fp32 += (double)st.bytes_fp32;
             t->sum_bytes_payload += (double)st.bytes_payload;
@@ -361,6 +420,7 @@ typedef struct {
     const char *config;
     const char *sets[64];
     int n_sets;
+    const char *profile;
     bool dry_run, resume, help, help_config;
 } cli_args;
 
@@ -375,6 +435,7 @@ static int parse_args(int argc, char **argv, cli_args *a)
             if (a->n_sets == 64) return qt_fail("too many --set options (64 at most)");
             a->sets[a->n_sets++] = argv[++i];
         } else if (!strcmp(s, "--dry-run")) a->dry_run = true;
+        else if (!strcmp(s, "--profile") && i + 1 < argc) a->profile = argv[++i];
         else if (!strcmp(s, "--resume")) a->resume = true;
         else if (!strcmp(s, "--help") || !strcmp(s, "-h")) a->help = true;
         else if (!strcmp(s, "--help-config")) a->help_config = true;
@@ -434,12 +495,16 @@ static int run(trainer *t, const cli_args *a)
         t->metrics = fopen(c->train.log, a->resume ? "a" : "w");
         if (!t->metrics) return qt_fail("%s: cannot open metrics log: %s", c->train.log, strerror(errno));
     }
-    qt_info("qtrain: resnet%d (%s), %zu params, %d rank%s x batch %d, %lld steps/epoch, codec %s", c->model.depth,
+    static const char *arch_names[] = {"resnet", "alexnet", "vgg"};
+    qt_info("qtrain: %s%d (%s), %zu params, %d rank%s x batch %d, %lld steps/epoch, codec %s",
+            arch_names[c->model.arch], c->model.arch == QT_ARCH_ALEXNET ? 0 : c->model.depth,
             c->model.variant == QT_VARIANT_CIFAR ? "cifar" : "imagenet", t->n_params, t->size,
             t->size > 1 ? "s" : "", c->data.batch, (long long)t->steps_per_epoch,
             qt_codec_method_name(c->dist.codec.method));
     t->t_start = qt_now();
+    t->profile_path = a->profile;
     rc = train_loop(t);
+    if (rc == 0) rc = profile_write(t);
     if (rc == 0 && t->rank == 0) {
         double secs = qt_now() - t->t_start;
         double n = t->n_summary ? (double)t->n_summary : 1.0;
@@ -466,13 +531,17 @@ static void destroy(trainer *t)
     qt_free_aligned(t->opt_state);
     qt_free_aligned(t->residuals);
     free(t->groups);
+    free(t->prof_fwd);
+    free(t->prof_bwd);
 }
 
 static int dry_run(qt_config *c)
 {
     /* No data needed: the input shape comes from the config (imagenet 224, cifar 32). */
-    if (c->model.classes == 0) c->model.classes = c->model.variant == QT_VARIANT_IMAGENET ? 1000 : 10;
-    if (c->model.variant == QT_VARIANT_IMAGENET) c->model.in_height = c->model.in_width = 224;
+    if (c->model.classes == 0)
+        c->model.classes = c->model.variant == QT_VARIANT_IMAGENET || c->model.arch != QT_ARCH_RESNET ? 1000 : 10;
+    if (c->model.variant == QT_VARIANT_IMAGENET || c->model.arch != QT_ARCH_RESNET)
+        c->model.in_height = c->model.in_width = 224;
     qt_model *m;
     if (qt_model_create(&c->model, &m) < 0) return -1;
     qt_model_print(m, c->data.batch);

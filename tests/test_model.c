@@ -12,7 +12,9 @@
 #include <cmocka.h>
 
 #include "core/philox.h"
+#include "core/qt.h"
 #include "nn/model.h"
+#include "nn/model_priv.h"
 
 static qt_model *make(int variant, int depth, int classes, int c, int h, int w)
 {
@@ -49,6 +51,25 @@ static void test_param_counts(void **state)
             fail_msg("resnet%d variant %d: %zu params, expected %zu", cases[i].depth, cases[i].variant,
                      qt_model_param_count(m), cases[i].params);
         qt_model_destroy(m);
+    }
+    /* torchvision's AlexNet and VGGs (convolutions with biases). */
+    static const struct { qt_arch arch; int depth; size_t params; } plain[] = {
+        {QT_ARCH_ALEXNET, 0, 61100840}, {QT_ARCH_VGG, 11, 132863336}, {QT_ARCH_VGG, 13, 133047848},
+        {QT_ARCH_VGG, 16, 138357544},   {QT_ARCH_VGG, 19, 143667240},
+    };
+    for (size_t i = 0; i < sizeof plain / sizeof plain[0]; i++) {
+        qt_model_opts o;
+        qt_model_opts_default(&o);
+        o.arch = plain[i].arch;
+        o.depth = plain[i].depth;
+        o.classes = 1000;
+        o.in_height = o.in_width = 224;
+        qt_model *pm = NULL;
+        assert_int_equal(qt_model_create(&o, &pm), 0);
+        if (qt_model_param_count(pm) != plain[i].params)
+            fail_msg("arch %d depth %d: %zu params, expected %zu", plain[i].arch, plain[i].depth,
+                     qt_model_param_count(pm), plain[i].params);
+        qt_model_destroy(pm);
     }
     /* ResNet-50 forward FLOPs: torchvision's ~4.09 GMACs, i.e. ~8.2e9 (convs + fc). */
     qt_model *m = make(QT_VARIANT_IMAGENET, 50, 1000, 3, 224, 224);
@@ -225,6 +246,32 @@ static void test_gradcheck_imagenet_bottleneck(void **state)
     qt_model_destroy(m);
 }
 
+/* A hand-built net with a biased conv, ReLU, dropout and max pool (the AlexNet/VGG op
+ * kinds at toy size): gradients against central differences. With the step fixed, the
+ * dropout mask is a fixed function, and backward must recompute exactly that mask. */
+static void test_gradcheck_dropout_conv_bias(void **state)
+{
+    (void)state;
+    qt_model_opts o;
+    qt_model_opts_default(&o);
+    o.classes = 3;
+    qt_model *m = qt_calloc(1, sizeof *m);
+    m->opts = o;
+    int x = model_add_slot(m, 2, 6, 6);
+    x = model_relu(m, "r1", model_conv_bias(m, "c1", x, 4, 3, 1, 1));
+    x = model_maxpool(m, "p1", x, 2, 2, 0);
+    x = model_dropout(m, "d1", x, 0.4f);
+    m->logits = model_linear(m, "fc", x, 3);
+    model_layout(m);
+    qt_model_set_step(m, 9, 4);
+    int ns;
+    const qt_param_span *sp = qt_model_spans(m, &ns);
+    assert_int_equal(ns, 4); /* fc.weight, fc.bias, c1.weight, c1.bias */
+    assert_string_equal(sp[3].name, "c1.bias");
+    gradcheck_model(m, 4, 2, 6, 6, 3, 1, 6, 1.0);
+    qt_model_destroy(m);
+}
+
 /* The model can fit a fixed small batch: plain SGD drives the loss well down. */
 static void test_overfit_batch(void **state)
 {
@@ -263,6 +310,7 @@ int main(void)
         cmocka_unit_test(test_watermark),
         cmocka_unit_test(test_gradcheck_cifar),
         cmocka_unit_test(test_gradcheck_imagenet_bottleneck),
+        cmocka_unit_test(test_gradcheck_dropout_conv_bias),
         cmocka_unit_test(test_overfit_batch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

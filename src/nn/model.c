@@ -27,6 +27,7 @@ void qt_model_opts_default(qt_model_opts *o)
     o->in_width = 32;
     o->bn_momentum = 0.1f;
     o->bn_eps = 1e-5f;
+    o->dropout = 0.5f;
 }
 
 int model_add_slot(qt_model *m, int c, int h, int w)
@@ -73,6 +74,28 @@ int model_conv(qt_model *m, const char *name, int in, int c_out, int k, int stri
     op->conv = cv;
     op->p_count = (size_t)c_out * (size_t)s->c * (size_t)k * (size_t)k;
     return out;
+}
+
+int model_conv_bias(qt_model *m, const char *name, int in, int c_out, int k, int stride, int pad)
+{
+    int out = model_conv(m, name, in, c_out, k, stride, pad);
+    model_op *op = &m->ops[m->n_ops - 1];
+    op->p_count += (size_t)c_out;
+    op->conv.b = op->conv.db = (float *)op; /* marks "has bias" until model_alloc points it at the arena */
+    return out;
+}
+
+int model_dropout(qt_model *m, const char *name, int in, float p)
+{
+    model_op *op = model_add_op(m, OP_DROPOUT, name, in, in); /* in place; the mask is recomputed */
+    op->drop_p = p;
+    return in;
+}
+
+void qt_model_set_step(qt_model *m, uint64_t seed, uint32_t step)
+{
+    m->rng_seed = seed;
+    m->rng_step = step;
 }
 
 int model_bn(qt_model *m, const char *name, int in)
@@ -174,8 +197,10 @@ void model_layout(qt_model *m)
             break;
         }
         case OP_CONV: {
-            int ws[4] = {op->conv.c_out, op->conv.c_in, op->conv.kh, op->conv.kw};
-            add_span(m, op->name, "weight", off, op->p_count, 4, ws, true);
+            int ws[4] = {op->conv.c_out, op->conv.c_in, op->conv.kh, op->conv.kw}, bs[1] = {op->conv.c_out};
+            size_t wc = (size_t)op->conv.c_out * op->conv.c_in * op->conv.kh * op->conv.kw;
+            add_span(m, op->name, "weight", off, wc, 4, ws, true);
+            if (op->conv.b) add_span(m, op->name, "bias", off + wc, (size_t)op->conv.c_out, 1, bs, false);
             break;
         }
         default: break;
@@ -185,6 +210,27 @@ void model_layout(qt_model *m)
     }
     m->n_params = off;
     m->n_buffers = boff;
+}
+
+int qt_model_create(const qt_model_opts *o, qt_model **out)
+{
+    *out = NULL;
+    if (o->classes < 1) return qt_fail("model: classes must be at least 1 (got %d)", o->classes);
+    qt_model *m = qt_calloc(1, sizeof *m);
+    m->opts = *o;
+    int rc = -1;
+    switch (o->arch) {
+    case QT_ARCH_RESNET: rc = resnet_build(m); break;
+    case QT_ARCH_ALEXNET: rc = alexnet_build(m); break;
+    case QT_ARCH_VGG: rc = vgg_build(m); break;
+    }
+    if (rc < 0) {
+        qt_model_destroy(m);
+        return rc;
+    }
+    model_layout(m);
+    *out = m;
+    return 0;
 }
 
 void qt_model_destroy(qt_model *m)
@@ -241,7 +287,7 @@ uint64_t qt_model_flops_per_sample(const qt_model *m)
 
 static const char *kind_name(model_op_kind k)
 {
-    static const char *names[] = {"conv", "bn", "relu", "maxpool", "avgpool", "linear", "add"};
+    static const char *names[] = {"conv", "bn", "relu", "maxpool", "avgpool", "linear", "add", "dropout"};
     return names[k];
 }
 
@@ -312,8 +358,13 @@ void qt_model_alloc(qt_model *m, int max_batch)
         float *p = m->params + op->p_off, *g = m->grads + op->p_off;
         switch (op->kind) {
         case OP_CONV: {
+            size_t wc = (size_t)op->conv.c_out * op->conv.c_in * op->conv.kh * op->conv.kw;
             op->conv.w = p;
             op->conv.dw = g;
+            if (op->conv.b) {
+                op->conv.b = p + wc;
+                op->conv.db = g + wc;
+            }
             size_t need = qt_conv_workspace_floats(&op->conv, max_batch, in->h, in->w);
             if (need > ws) ws = need;
             break;
@@ -374,7 +425,9 @@ void qt_model_init(qt_model *m, uint64_t seed)
             /* Kaiming normal, fan_out mode, ReLU gain (torchvision's ResNet init). */
             double fan_out = (double)op->conv.c_out * op->conv.kh * op->conv.kw;
             double std = sqrt(2.0 / fan_out);
-            for (size_t k = 0; k < op->p_count; k++) p[k] = (float)(std * gauss_at(key, op->p_off + k));
+            size_t wc = (size_t)op->conv.c_out * op->conv.c_in * op->conv.kh * op->conv.kw;
+            for (size_t k = 0; k < wc; k++) p[k] = (float)(std * gauss_at(key, op->p_off + k));
+            for (size_t k = wc; k < op->p_count; k++) p[k] = 0.0f; /* conv bias (vgg, alexnet) */
             break;
         }
         case OP_BN:

@@ -17,7 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum { QT_ARCH_RESNET = 0 } qt_arch;
+typedef enum { QT_ARCH_RESNET = 0, QT_ARCH_ALEXNET, QT_ARCH_VGG } qt_arch;
 typedef enum { QT_VARIANT_CIFAR = 0, QT_VARIANT_IMAGENET } qt_variant;
 
 typedef struct { /* [model] section */
@@ -29,6 +29,7 @@ typedef struct { /* [model] section */
     float label_smoothing;
     float bn_momentum, bn_eps;
     bool zero_init_residual; /* last BN of each residual branch starts at gamma 0 */
+    float dropout;           /* alexnet/vgg classifier dropout probability */
 } qt_model_opts;
 
 void qt_model_opts_default(qt_model_opts *o);
@@ -67,6 +68,11 @@ float *qt_model_buffers(qt_model *m);
 /* Kaiming normal (fan_out) convs, BN gamma 1 beta 0, PyTorch's default for linear,
  * all from Philox(seed, QT_RNG_INIT) so the same seed gives the same model. */
 void qt_model_init(qt_model *m, uint64_t seed);
+
+/* Keys the dropout masks of the next forward/backward: masks are a pure function of
+ * (seed, step, element), so a resumed run draws the same masks and backward recomputes
+ * them instead of storing them. */
+void qt_model_set_step(qt_model *m, uint64_t seed, uint32_t step);
 
 /* Forward pass of n samples x [n][c][h][w] with labels; returns the mean loss.
  * train: BN uses batch statistics (and updates running stats) and activations are kept

@@ -6,7 +6,7 @@
 #include "nn/layers.h"
 #include "nn/model.h"
 
-typedef enum { OP_CONV, OP_BN, OP_RELU, OP_MAXPOOL, OP_GAP, OP_LINEAR, OP_ADD } model_op_kind;
+typedef enum { OP_CONV, OP_BN, OP_RELU, OP_MAXPOOL, OP_GAP, OP_LINEAR, OP_ADD, OP_DROPOUT } model_op_kind;
 
 typedef struct {
     int c, h, w;      /* per-sample shape */
@@ -27,6 +27,7 @@ typedef struct {
     qt_maxpool pool;
     qt_linear fc;
     int32_t *argmax;
+    float drop_p;          /* dropout probability */
     double t_fwd, t_bwd;   /* seconds in the last step */
 } model_op;
 
@@ -47,12 +48,16 @@ struct qt_model {
     float *probs;          /* softmax output [max_batch][classes] */
     int32_t *labels_copy;
     int last_n;            /* batch of the last training forward */
+    uint64_t rng_seed;     /* dropout key (qt_model_set_step) */
+    uint32_t rng_step;
     bool last_train;
 };
 
 int model_add_slot(qt_model *m, int c, int h, int w);
 model_op *model_add_op(qt_model *m, model_op_kind kind, const char *name, int in, int out);
 int model_conv(qt_model *m, const char *name, int in, int c_out, int k, int stride, int pad);
+int model_conv_bias(qt_model *m, const char *name, int in, int c_out, int k, int stride, int pad);
+int model_dropout(qt_model *m, const char *name, int in, float p);
 int model_bn(qt_model *m, const char *name, int in);
 int model_relu(qt_model *m, const char *name, int in);
 int model_add(qt_model *m, const char *name, int a, int b);
@@ -64,5 +69,7 @@ void model_layout(qt_model *m);
 
 /* Builders: append the network's ops to an empty model. */
 int resnet_build(qt_model *m);
+int alexnet_build(qt_model *m);
+int vgg_build(qt_model *m);
 
 #endif

@@ -6,10 +6,27 @@
  */
 #include <string.h>
 
+#include "core/philox.h"
 #include "core/qt.h"
 #include "nn/model_priv.h"
 
 static size_t slot_elems(const model_slot *s) { return (size_t)s->c * (size_t)s->h * (size_t)s->w; }
+
+/* Inverted dropout, in place: y = x * keep / (1 - p), keep drawn from Philox keyed by
+ * (seed, step) and the element's index in the batch; backward recomputes the same mask. */
+static void dropout_apply(const qt_model *m, int op_index, float p, float *x, size_t count)
+{
+    qt_philox_key key = qt_philox_make_key(m->rng_seed, QT_RNG_DROPOUT);
+    const float scale = 1.0f / (1.0f - p);
+    /* The op index separates the masks of different dropout layers. */
+    #pragma omp parallel for schedule(static)
+    for (size_t b = 0; b < (count + 3) / 4; b++) {
+        uint32_t r[4];
+        qt_philox_block(key, b, m->rng_step, (uint32_t)op_index, r);
+        for (size_t k = 4 * b; k < 4 * b + 4 && k < count; k++)
+            x[k] = qt_u32_to_unit(r[k - 4 * b]) < p ? 0.0f : x[k] * scale;
+    }
+}
 
 float qt_model_forward(qt_model *m, const float *x, const int32_t *labels, int n, bool train, int *correct1,
                        int *correct5)
@@ -31,6 +48,9 @@ float qt_model_forward(qt_model *m, const float *x, const int32_t *labels, int n
         case OP_LINEAR: qt_linear_forward(&op->fc, in->data, out->data, n); break;
         case OP_ADD:
             qt_add_forward(in->data, m->slots[op->in2].data, out->data, slot_elems(in) * (size_t)n);
+            break;
+        case OP_DROPOUT:
+            if (train && op->drop_p > 0) dropout_apply(m, i, op->drop_p, out->data, slot_elems(out) * (size_t)n);
             break;
         }
         op->t_fwd = qt_now() - t0;
@@ -89,6 +109,9 @@ void qt_model_backward(qt_model *m, qt_grad_ready_fn ready, void *ctx)
             break;
         case OP_GAP: qt_gap_backward(out->grad, dx, n, in->c, in->h * in->w); break;
         case OP_LINEAR: qt_linear_backward(&op->fc, in->data, out->grad, dx, n); break;
+        case OP_DROPOUT:
+            if (op->drop_p > 0) dropout_apply(m, i, op->drop_p, out->grad, slot_elems(out) * (size_t)n);
+            break;
         case OP_ADD: {
             /* out aliases in: in's gradient is already out->grad; the other input gets a copy. */
             bool acc2;

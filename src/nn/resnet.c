@@ -126,21 +126,3 @@ int resnet_build(qt_model *m)
     return 0;
 }
 
-int qt_model_create(const qt_model_opts *o, qt_model **out)
-{
-    *out = NULL;
-    if (o->classes < 1) return qt_fail("model: classes must be at least 1 (got %d)", o->classes);
-    qt_model *m = qt_calloc(1, sizeof *m);
-    m->opts = *o;
-    int rc = -1;
-    switch (o->arch) {
-    case QT_ARCH_RESNET: rc = resnet_build(m); break;
-    }
-    if (rc < 0) {
-        qt_model_destroy(m);
-        return rc;
-    }
-    model_layout(m);
-    *out = m;
-    return 0;
-}
