@@ -281,9 +281,25 @@ static int profile_write(trainer *t)
 
 static void on_grads_ready(void *ctx, size_t watermark) { qt_exchange_ready((qt_exchange *)ctx, watermark); }
 
+/* Ranks' BatchNorm running statistics drift apart (each sees its own shard): evaluate
+ * with their average, as synchronised BN statistics would give. */
+static int average_buffers(trainer *t)
+{
+    size_t n = qt_model_buffer_count(t->model);
+    if (t->size == 1 || n == 0) return 0;
+    float *b = qt_model_buffers(t->model);
+    double *tmp = qt_malloc(n * sizeof(double));
+    for (size_t i = 0; i < n; i++) tmp[i] = b[i];
+    int rc = qt_world_allreduce_sum(t->world, tmp, (int)n);
+    for (size_t i = 0; rc == 0 && i < n; i++) b[i] = (float)(tmp[i] / t->size);
+    free(tmp);
+    return rc;
+}
+
 static int evaluate(trainer *t, double *loss_out, double *top1, double *top5)
 {
     double loss = 0, c1 = 0, c5 = 0, count = 0;
+    if (average_buffers(t) < 0) return -1;
     if (qt_loader_seek(t->test_loader, 0, 0) < 0) return -1;
     int64_t steps = qt_loader_steps_per_epoch(t->test_loader);
     for (int64_t s = 0; s < steps; s++) {
