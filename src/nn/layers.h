@@ -8,8 +8,11 @@
  * - backward OVERWRITES parameter gradients (dw, db, dgamma, dbeta) and dx; it never
  *   accumulates. dx == NULL means the input gradient is not needed (first layer).
  * - Functions never fail: shapes are the model's invariants, checked when it is built.
- * - Threads: BLAS calls use OpenBLAS's threads; C loops use OpenMP. Results are
- *   bit-reproducible for a fixed thread count.
+ * - Threads: C loops use OpenMP; convolutions split the batch over the OpenMP threads,
+ *   each calling a single-threaded OpenBLAS sgemm (2x faster than OpenBLAS's own
+ *   threads on ResNet-20 shapes, see conv.c). Call qt_nn_set_threads(n) once at start-up,
+ *   BEFORE sizing workspaces (qt_conv_workspace_floats reserves one slot per OpenMP
+ *   thread). Results are bit-reproducible for a fixed thread count.
  */
 #ifndef QT_NN_LAYERS_H
 #define QT_NN_LAYERS_H
@@ -17,6 +20,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* Sets the layers' threads: n OpenMP threads, OpenBLAS single-threaded. Process-wide. */
+void qt_nn_set_threads(int n);
 
 /* ---- convolution (im2col + sgemm), any kernel, stride, padding ---- */
 typedef struct {
@@ -46,8 +52,14 @@ typedef struct {
 
 /* x, y: [n][c][hw]. training: batch statistics (and running update); else running stats. */
 void qt_bn_forward(qt_bn *l, const float *x, float *y, int n, int hw, bool training);
-/* Uses save_mean/save_invstd from the training forward of the same x. */
+/* Uses save_mean/save_invstd from the training forward of the same x. dx may alias dy. */
 void qt_bn_backward(const qt_bn *l, const float *x, const float *dy, float *dx, int n, int hw);
+/* Fused y = relu(bn(x)) and its backward from the output y and dy =
+ * dL/dy: bit-identical to qt_bn_forward + qt_relu_forward and to qt_relu_backward +
+ * qt_bn_backward, one pass over the activation fewer each way. dx may alias dy. */
+void qt_bn_relu_forward(qt_bn *l, const float *x, float *y, int n, int hw, bool training);
+void qt_bn_relu_backward(const qt_bn *l, const float *x, const float *y, const float *dy, float *dx,
+                         int n, int hw);
 
 /* ---- ReLU (in place allowed: y == x, dx == dy) ---- */
 void qt_relu_forward(const float *x, float *y, size_t count);
