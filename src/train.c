@@ -15,7 +15,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cblas.h>
 
 #include "checkpoint.h"
 #include "config.h"
@@ -23,6 +22,7 @@
 #include "data/data.h"
 #include "dist/exchange.h"
 #include "dist/world.h"
+#include "nn/layers.h"
 #include "nn/model.h"
 #include "nn/optim.h"
 
@@ -260,7 +260,7 @@ static int profile_write(trainer *t)
                "\"threads\": %d, \"device\": \"%s\", \"steps\": %lld, \"params\": %zu,\n"
                " \"t_step\": %.6e, \"t_other\": %.6e,\n \"layers\": [\n",
             c->path, c->model.variant == QT_VARIANT_CIFAR ? "resnet-cifar" : "resnet-imagenet", c->model.depth,
-            c->data.batch, t->size, openblas_get_num_threads(), c->train.device, (long long)t->prof_steps,
+            c->data.batch, t->size, omp_get_max_threads(), c->train.device, (long long)t->prof_steps,
             t->n_params, t->prof_step * k, t->prof_optim * k);
     int n = qt_model_n_ops(t->model);
     for (int i = 0; i < n; i++) {
@@ -472,8 +472,7 @@ static void set_threads(trainer *t)
         n = (int)(cores / (local > 0 ? local : 1));
         if (n < 1) n = 1;
     }
-    openblas_set_num_threads(n);
-    omp_set_num_threads(n);
+    qt_nn_set_threads(n); /* before the model sizes its per-thread workspaces */
 }
 
 static int run(trainer *t, const cli_args *a)

@@ -5,15 +5,14 @@
  *
  * Prints one JSON line with the median ms per step (after 2 warm-up steps).
  */
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <cblas.h>
 
 #include "core/philox.h"
 #include "core/qt.h"
+#include "nn/layers.h"
 #include "nn/model.h"
 #include "nn/optim.h"
 
@@ -45,8 +44,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "error: stepbench: iters, batch and threads must be positive\n");
         return 2;
     }
-    openblas_set_num_threads(threads);
-    omp_set_num_threads(threads);
+    qt_nn_set_threads(threads);
     qt_model_opts mo;
     qt_model_opts_default(&mo);
     mo.depth = depth;
