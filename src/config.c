@@ -153,6 +153,8 @@ static const cfg_entry k_table[] = {
      "exchange buckets while backward runs (false: after backward, for comparison)"},
     {"dist", "fp16_allreduce", T_BOOL, OFF(dist.fp16_allreduce), 0, 0, 0, "false", NULL, true,
      "allreduce in fp16 (baseline)"},
+    {"dist", "timeout_s", T_FLOAT, OFF(dist.timeout_s), 0, 0, 1e6, "600", NULL, false,
+     "a rank waiting longer than this for a step's exchange aborts the job (a stuck peer); 0 = never"},
     {"dist", "debug_delay_ms", T_FLOAT, OFF(dist.debug_delay_ms), 0, 0, 1e5, "0", NULL, false,
      "artificial delay per collective (tests of overlap)"},
     /* [train] */
