@@ -16,7 +16,7 @@
 
 #include "core/qt.h"
 
-enum { T_INT, T_I64, T_U64, T_FLOAT, T_BOOL, T_STR, T_ENUM, T_FLOAT3, T_INTLIST };
+enum { T_INT, T_I64, T_U64, T_FLOAT, T_BOOL, T_STR, T_ENUM, T_FLOAT3, T_INTLIST, T_DOUBLE };
 
 typedef struct {
     const char *section, *key;
@@ -153,9 +153,9 @@ static const cfg_entry k_table[] = {
      "exchange buckets while backward runs (false: after backward, for comparison)"},
     {"dist", "fp16_allreduce", T_BOOL, OFF(dist.fp16_allreduce), 0, 0, 0, "false", NULL, true,
      "allreduce in fp16 (baseline)"},
-    {"dist", "timeout_s", T_FLOAT, OFF(dist.timeout_s), 0, 0, 1e6, "600", NULL, false,
+    {"dist", "timeout_s", T_DOUBLE, OFF(dist.timeout_s), 0, 0, 1e6, "600", NULL, false,
      "a rank waiting longer than this for a step's exchange aborts the job (a stuck peer); 0 = never"},
-    {"dist", "debug_delay_ms", T_FLOAT, OFF(dist.debug_delay_ms), 0, 0, 1e5, "0", NULL, false,
+    {"dist", "debug_delay_ms", T_DOUBLE, OFF(dist.debug_delay_ms), 0, 0, 1e5, "0", NULL, false,
      "artificial delay per collective (tests of overlap)"},
     /* [train] */
     {"train", "epochs", T_INT, OFF(train.epochs), 0, 1, 1000000, "1", NULL, true, "epochs to train"},
@@ -281,6 +281,7 @@ static bool apply(qt_config *c, const cfg_entry *e, const char *value_in, char *
         else *(uint64_t *)base = strtoull(value, NULL, 0);
         return true;
     case T_FLOAT:
+    case T_DOUBLE:
         if (!parse_double(value, &d)) {
             snprintf(err, errcap, "must be a number");
             return false;
@@ -289,7 +290,8 @@ static bool apply(qt_config *c, const cfg_entry *e, const char *value_in, char *
             snprintf(err, errcap, "must be between %g and %g", e->min, e->max);
             return false;
         }
-        *(float *)base = (float)d;
+        if (e->type == T_FLOAT) *(float *)base = (float)d;
+        else *(double *)base = d;
         return true;
     case T_BOOL:
         if (!strcasecmp(value, "true") || !strcasecmp(value, "yes") || !strcmp(value, "1") ||
@@ -521,6 +523,7 @@ static void value_text(const qt_config *c, const cfg_entry *e, char *buf, size_t
     case T_I64: snprintf(buf, cap, "%lld", (long long)*(const int64_t *)base); break;
     case T_U64: snprintf(buf, cap, "%llu", (unsigned long long)*(const uint64_t *)base); break;
     case T_FLOAT: snprintf(buf, cap, "%.9g", (double)*(const float *)base); break;
+    case T_DOUBLE: snprintf(buf, cap, "%.17g", *(const double *)base); break;
     case T_BOOL: snprintf(buf, cap, "%s", *(const bool *)base ? "true" : "false"); break;
     case T_STR: snprintf(buf, cap, "%s", base); break;
     case T_ENUM: {
@@ -581,7 +584,7 @@ void qt_config_dump(const qt_config *c, FILE *f)
 void qt_config_reference(FILE *f)
 {
     static const char *type_names[] = {"int", "int", "int", "float", "bool", "string", "choice",
-                                       "3 floats", "int list"};
+                                       "3 floats", "int list", "float"};
     const char *cur = "";
     for (int i = 0; i < N_ENTRIES; i++) {
         const cfg_entry *e = &k_table[i];
@@ -591,7 +594,7 @@ void qt_config_reference(FILE *f)
         }
         char range[128] = "";
         if (e->choices) snprintf(range, sizeof range, "%s", e->choices);
-        else if (e->type == T_INT || e->type == T_I64 || e->type == T_U64 || e->type == T_FLOAT ||
+        else if (e->type == T_INT || e->type == T_I64 || e->type == T_U64 || e->type == T_FLOAT || e->type == T_DOUBLE ||
                  e->type == T_FLOAT3 || e->type == T_INTLIST)
             snprintf(range, sizeof range, "%.15g .. %.15g", e->min, e->max);
         char rangecol[160];

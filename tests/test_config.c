@@ -131,6 +131,13 @@ static void test_set_overrides(void **state)
     assert_int_equal(c.dist.codec.levels, 127);
     assert_int_equal(c.dist.codec.bucket, 512);
     assert_string_equal(c.train.log, "runs/x.jsonl");
+    /* Double-typed keys land as doubles (a float write would garble them). */
+    assert_int_equal(qt_config_set(&c, "dist.timeout_s=12.5"), 0);
+    assert_int_equal(qt_config_set(&c, "dist.debug_delay_ms=0.25"), 0);
+    assert_true(c.dist.timeout_s == 12.5 && c.dist.debug_delay_ms == 0.25);
+    assert_int_equal(qt_config_set(&c, "quant.alpha=0.5"), 0);
+    assert_int_equal(qt_config_set(&c, "data.scale_min=0.25"), 0);
+    assert_true(c.dist.codec.alpha == 0.5f && c.data.scale_min == 0.25f);
     assert_true(qt_config_set(&c, "quant.bits=40") < 0);
     assert_true(qt_config_set(&c, "quant.nosuch=1") < 0);
     assert_true(qt_config_set(&c, "noequals") < 0);
