@@ -50,6 +50,8 @@ static const cfg_entry k_table[] = {
     {"model", "bn_eps", T_FLOAT, OFF(model.bn_eps), 0, 1e-12, 1, "1e-5", NULL, true, "BatchNorm epsilon"},
     {"model", "dropout", T_FLOAT, OFF(model.dropout), 0, 0, 0.99, "0.5", NULL, true,
      "dropout probability of the alexnet/vgg classifier"},
+    {"model", "batchnorm", T_BOOL, OFF(model.batchnorm), 0, 0, 0, "true", NULL, true,
+     "resnet: false leaves out the BatchNorm layers (equivalence tests of data parallelism)"},
     {"model", "zero_init_residual", T_BOOL, OFF(model.zero_init_residual), 0, 0, 0, "false", NULL, true,
      "start the last BN of each residual branch at gamma = 0"},
     /* [data] */

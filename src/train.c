@@ -62,6 +62,7 @@ static void usage(FILE *f)
             "  --dry-run        build the model, print its layers, params and FLOPs, and exit\n"
             "  --resume         continue from the newest checkpoint in [train] checkpoint\n"
             "  --profile FILE   write per-layer forward/backward times and gradient bytes (JSON)\n"
+            "  --dump-params F  at the end, write the parameters as raw float32 (rank r > 0: F.r<r>)\n"
             "  --help-config    print every config key with its default and range\n"
             "run on N ranks: mpirun -np N ./train --config FILE (scripts/mpirun.sh sets root/container options)\n");
 }
@@ -430,13 +431,26 @@ static int train_loop(trainer *t)
     return 0;
 }
 
+/* Raw float32 parameters of this rank (tests compare ranks and runs with them). */
+static int dump_params(trainer *t, const char *path)
+{
+    char p[1100];
+    if (t->rank == 0) snprintf(p, sizeof p, "%s", path);
+    else snprintf(p, sizeof p, "%s.r%d", path, t->rank);
+    FILE *f = fopen(p, "wb");
+    if (!f) return qt_fail("%s: cannot write parameters: %s", p, strerror(errno));
+    size_t w = fwrite(qt_model_params(t->model), sizeof(float), t->n_params, f);
+    if (fclose(f) != 0 || w != t->n_params) return qt_fail("%s: write failed", p);
+    return 0;
+}
+
 /* ---- main --------------------------------------------------------------------------- */
 
 typedef struct {
     const char *config;
     const char *sets[64];
     int n_sets;
-    const char *profile;
+    const char *profile, *dump_params;
     bool dry_run, resume, help, help_config;
 } cli_args;
 
@@ -452,6 +466,7 @@ static int parse_args(int argc, char **argv, cli_args *a)
             a->sets[a->n_sets++] = argv[++i];
         } else if (!strcmp(s, "--dry-run")) a->dry_run = true;
         else if (!strcmp(s, "--profile") && i + 1 < argc) a->profile = argv[++i];
+        else if (!strcmp(s, "--dump-params") && i + 1 < argc) a->dump_params = argv[++i];
         else if (!strcmp(s, "--resume")) a->resume = true;
         else if (!strcmp(s, "--help") || !strcmp(s, "-h")) a->help = true;
         else if (!strcmp(s, "--help-config")) a->help_config = true;
@@ -520,6 +535,7 @@ static int run(trainer *t, const cli_args *a)
     t->profile_path = a->profile;
     rc = train_loop(t);
     if (rc == 0) rc = profile_write(t);
+    if (rc == 0 && a->dump_params) rc = dump_params(t, a->dump_params);
     if (rc == 0 && t->rank == 0) {
         double secs = qt_now() - t->t_start;
         double n = t->n_summary ? (double)t->n_summary : 1.0;

@@ -28,6 +28,7 @@ void qt_model_opts_default(qt_model_opts *o)
     o->bn_momentum = 0.1f;
     o->bn_eps = 1e-5f;
     o->dropout = 0.5f;
+    o->batchnorm = true;
 }
 
 int model_add_slot(qt_model *m, int c, int h, int w)
@@ -100,6 +101,7 @@ void qt_model_set_step(qt_model *m, uint64_t seed, uint32_t step)
 
 int model_bn(qt_model *m, const char *name, int in)
 {
+    if (!m->opts.batchnorm) return in; /* [model] batchnorm = false */
     const model_slot *s = &m->slots[in];
     int out = model_add_slot(m, s->c, s->h, s->w);
     model_op *op = model_add_op(m, OP_BN, name, in, out);

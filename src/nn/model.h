@@ -30,6 +30,8 @@ typedef struct { /* [model] section */
     float bn_momentum, bn_eps;
     bool zero_init_residual; /* last BN of each residual branch starts at gamma 0 */
     float dropout;           /* alexnet/vgg classifier dropout probability */
+    bool batchnorm;          /* resnet: false leaves the BatchNorm layers out (tests of
+                                data-parallel equivalence, where batch statistics differ) */
 } qt_model_opts;
 
 void qt_model_opts_default(qt_model_opts *o);

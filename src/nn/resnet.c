@@ -31,7 +31,7 @@ static int basic_block(qt_model *m, const char *name, int x, int planes, int str
     y = model_conv(m, n, y, planes, 3, 1, 1);
     snprintf(n, sizeof n, "%s.bn2", name);
     y = model_bn(m, n, y);
-    if (m->opts.zero_init_residual) m->ops[m->n_ops - 1].zero_gamma = true;
+    if (m->opts.zero_init_residual && m->ops[m->n_ops - 1].kind == OP_BN) m->ops[m->n_ops - 1].zero_gamma = true;
     int sc = x;
     if (down) {
         snprintf(n, sizeof n, "%s.downsample.0", name);
@@ -67,7 +67,7 @@ static int bottleneck(qt_model *m, const char *name, int x, int planes, int stri
     y = model_conv(m, n, y, planes * expansion, 1, 1, 0);
     snprintf(n, sizeof n, "%s.bn3", name);
     y = model_bn(m, n, y);
-    if (m->opts.zero_init_residual) m->ops[m->n_ops - 1].zero_gamma = true;
+    if (m->opts.zero_init_residual && m->ops[m->n_ops - 1].kind == OP_BN) m->ops[m->n_ops - 1].zero_gamma = true;
     int sc = x;
     if (down) {
         snprintf(n, sizeof n, "%s.downsample.0", name);
