@@ -1,0 +1,311 @@
+/* huffman.c — canonical Huffman code of the levels, one code per message.
+ *
+ * Symbols: groups of g consecutive levels, symbol = sum_j (q[g*t + j] + s) * A^j with
+ * A = 2s + 1 and g the largest with A^g <= 256 (s=1: g=5, s=2: 3, s=3..7: 2, s=8..127: 1).
+ * One level per symbol would cost at least 1 bit per element, capping the ratio near 32x;
+ * grouping lets mostly-zero levels (ECQ-SGD's regime) cost well under a bit. The last
+ * group is padded with zero levels.
+ * Stream (MSB-first, after the scale array): for each symbol 0..A^g-1 a "0" (unused) or
+ * "1" + 4 bits (code length - 1); then the codes of the groups; zero bits to a byte.
+ * Code lengths (qt_huffman_lengths, deterministic so a CUDA encoder that counts on the
+ * GPU and builds the table with this function emits the same bytes): sort the used
+ * symbols by (count, symbol); merge with two queues, taking the leaf queue on ties;
+ * if a length exceeds 16, replace every count c by c/2 + 1 and rebuild. Codes are
+ * canonical: by (length, symbol), consecutive values, as in DEFLATE.
+ */
+#include <stdlib.h>
+
+#include "core/qt.h"
+#include "quant/bitio.h"
+#include "quant/quantizer.h"
+
+/* HUF_TB: lookup bits of the decoder; HUF_TB_BIG for messages of at least HUF_BIG_GROUPS
+ * symbols, where filling the larger table (16 KB) is repaid by fewer slow decodes. */
+enum { HUF_MAXLEN = 16, HUF_MAXSYM = 256 };
+enum { HUF_TB = 11, HUF_TB_BIG = 13, HUF_BIG_GROUPS = 1 << 16 };
+
+int qt_huffman_group(int s, int *alphabet)
+{
+    int a = 2 * s + 1, m = a, g = 1;
+    while (m * a <= HUF_MAXSYM) {
+        m *= a;
+        g++;
+    }
+    *alphabet = m;
+    return g;
+}
+
+typedef struct {
+    uint64_t c;
+    int sym;
+} huf_leaf;
+
+static int leaf_cmp(const void *pa, const void *pb)
+{
+    const huf_leaf *a = pa, *b = pb;
+    if (a->c != b->c) return a->c < b->c ? -1 : 1;
+    return a->sym - b->sym;
+}
+
+/* Unlimited Huffman lengths of the used symbols; returns the longest. */
+static int build_lengths(const uint64_t *count, int m, uint8_t *len)
+{
+    huf_leaf leaf[HUF_MAXSYM];
+    int u = 0;
+    for (int i = 0; i < m; i++) {
+        len[i] = 0;
+        if (count[i]) leaf[u++] = (huf_leaf){count[i], i};
+    }
+    if (u == 0) return 0;
+    if (u == 1) {
+        len[leaf[0].sym] = 1;
+        return 1;
+    }
+    qsort(leaf, (size_t)u, sizeof leaf[0], leaf_cmp);
+    /* Nodes 0..u-1 are the sorted leaves, u.. the internal nodes in creation order
+     * (non-decreasing weight), so every parent has a larger index than its children. */
+    uint64_t wt[2 * HUF_MAXSYM];
+    int parent[2 * HUF_MAXSYM], depth[2 * HUF_MAXSYM];
+    for (int i = 0; i < u; i++) wt[i] = leaf[i].c;
+    int lq = 0, iq = u, next = u;
+    while (next < 2 * u - 1) {
+        int pick[2];
+        for (int t = 0; t < 2; t++) {
+            if (lq < u && (iq >= next || wt[lq] <= wt[iq]))
+                pick[t] = lq++;
+            else
+                pick[t] = iq++;
+        }
+        wt[next] = wt[pick[0]] + wt[pick[1]];
+        parent[pick[0]] = parent[pick[1]] = next;
+        next++;
+    }
+    depth[2 * u - 2] = 0;
+    int maxlen = 0;
+    for (int i = 2 * u - 3; i >= 0; i--) {
+        depth[i] = depth[parent[i]] + 1;
+        if (i < u) {
+            len[leaf[i].sym] = (uint8_t)depth[i];
+            if (depth[i] > maxlen) maxlen = depth[i];
+        }
+    }
+    return maxlen;
+}
+
+void qt_huffman_lengths(const uint64_t *count, int m, uint8_t *len)
+{
+    uint64_t c[HUF_MAXSYM];
+    memcpy(c, count, (size_t)m * sizeof c[0]);
+    while (build_lengths(c, m, len) > HUF_MAXLEN)
+        for (int i = 0; i < m; i++)
+            if (c[i]) c[i] = c[i] / 2 + 1;
+}
+
+/* Canonical codes from lengths; first[l] = first code of length l, cnt[l] = how many. */
+static void canonical(const uint8_t *len, int m, uint32_t *code, uint32_t *first, uint32_t *cnt)
+{
+    memset(cnt, 0, (HUF_MAXLEN + 1) * sizeof cnt[0]);
+    for (int i = 0; i < m; i++) cnt[len[i]]++;
+    cnt[0] = 0;
+    uint32_t c = 0;
+    for (int l = 1; l <= HUF_MAXLEN; l++) {
+        c = (c + cnt[l - 1]) << 1;
+        first[l] = c;
+    }
+    uint32_t next[HUF_MAXLEN + 1];
+    memcpy(next, first, sizeof next);
+    for (int i = 0; i < m; i++)
+        if (len[i]) code[i] = next[len[i]]++;
+}
+
+void qt_huffman_enc_init(qt_huffman_enc *h, const qt_wire *w)
+{
+    memset(h, 0, sizeof *h);
+    h->s = w->s;
+    h->a = 2 * w->s + 1;
+    h->g = qt_huffman_group(w->s, &h->m);
+}
+
+/* Symbol of the group at q (g levels; fewer at the end: padded with zero levels). */
+static inline int group_symbol(const qt_huffman_enc *h, const int16_t *q, int have)
+{
+    int v = 0;
+    for (int j = h->g - 1; j >= 0; j--) v = v * h->a + (j < have ? q[j] + h->s : h->s);
+    return v;
+}
+
+/* Symbols of the full groups of q[0..len) for a compile-time group size G (inlined per
+ * G so the loop vectorizes); returns how many. */
+static inline __attribute__((always_inline)) size_t
+symbols_g(const int16_t *q, size_t len, int G, int a, int s, uint8_t *sym)
+{
+    size_t t = 0;
+    for (; (t + 1) * (size_t)G <= len; t++) {
+        int v = 0;
+        for (int j = G - 1; j >= 0; j--) v = v * a + (q[t * (size_t)G + (size_t)j] + s);
+        sym[t] = (uint8_t)v;
+    }
+    return t;
+}
+
+/* Symbols of all groups of a chunk (len <= 3840): the full ones, then a padded last. */
+static size_t chunk_symbols(const qt_huffman_enc *h, const int16_t *q, size_t len, uint8_t *sym)
+{
+    size_t t;
+    switch (h->g) {
+    case 1: t = symbols_g(q, len, 1, h->a, h->s, sym); break;
+    case 2: t = symbols_g(q, len, 2, h->a, h->s, sym); break;
+    case 3: t = symbols_g(q, len, 3, h->a, h->s, sym); break;
+    default: t = symbols_g(q, len, 5, h->a, h->s, sym); break;
+    }
+    size_t done = t * (size_t)h->g;
+    if (done < len) sym[t++] = (uint8_t)group_symbol(h, q + done, (int)(len - done));
+    return t;
+}
+
+void qt_huffman_count(qt_huffman_enc *h, const int16_t *q, size_t len)
+{
+    uint8_t sym[3840];
+    size_t t = chunk_symbols(h, q, len, sym);
+    /* four sub-histograms: consecutive equal symbols would otherwise serialize on one
+     * counter's store and reload */
+    uint32_t c4[4][HUF_MAXSYM];
+    memset(c4, 0, sizeof c4);
+    size_t i = 0;
+    for (; i + 4 <= t; i += 4) {
+        c4[0][sym[i]]++;
+        c4[1][sym[i + 1]]++;
+        c4[2][sym[i + 2]]++;
+        c4[3][sym[i + 3]]++;
+    }
+    for (; i < t; i++) c4[0][sym[i]]++;
+    for (int v = 0; v < h->m; v++)
+        h->count[v] += (uint64_t)c4[0][v] + c4[1][v] + c4[2][v] + c4[3][v];
+}
+
+uint64_t qt_huffman_build(qt_huffman_enc *h)
+{
+    uint32_t first[HUF_MAXLEN + 1], cnt[HUF_MAXLEN + 1];
+    qt_huffman_lengths(h->count, h->m, h->len);
+    canonical(h->len, h->m, h->code, first, cnt);
+    uint64_t total = 0;
+    for (int i = 0; i < h->m; i++) total += (h->len[i] ? 5u : 1u) + h->count[i] * h->len[i];
+    return total;
+}
+
+void qt_huffman_write_table(const qt_huffman_enc *h, qt_bitwriter *bw)
+{
+    for (int i = 0; i < h->m; i++) {
+        if (h->len[i])
+            qt_bw_put(bw, 0x10u | (uint32_t)(h->len[i] - 1), 5);
+        else
+            qt_bw_put(bw, 0, 1);
+    }
+}
+
+void qt_huffman_write(const qt_huffman_enc *h, qt_bitwriter *bw, const int16_t *q, size_t len)
+{
+    uint8_t sym[3840];
+    size_t t = chunk_symbols(h, q, len, sym);
+    for (size_t i = 0; i < t; i++) qt_bw_put(bw, h->code[sym[i]], h->len[sym[i]]);
+}
+
+int qt_huffman_decode_levels(const qt_wire *w, const uint8_t *scales, const uint8_t *stream,
+                             size_t len_bytes, float f, float *out)
+{
+    const int s = w->s, a = 2 * s + 1;
+    int m;
+    const int g = qt_huffman_group(s, &m);
+    const size_t n = w->n, groups = (n + (size_t)g - 1) / (size_t)g;
+    qt_bitreader br;
+    qt_br_init(&br, stream, len_bytes);
+
+    /* Table: lengths, Kraft check (an over-full code is not ours), canonical codes. */
+    uint8_t len[HUF_MAXSYM];
+    uint32_t code[HUF_MAXSYM], first[HUF_MAXLEN + 1], cnt[HUF_MAXLEN + 1];
+    uint64_t kraft = 0;
+    int used = 0;
+    for (int i = 0; i < m; i++) {
+        len[i] = 0;
+        if (qt_br_get(&br, 1)) {
+            len[i] = (uint8_t)(qt_br_get(&br, 4) + 1);
+            kraft += 1u << (HUF_MAXLEN - len[i]);
+            used++;
+        }
+    }
+    if (br.phantom && qt_br_used(&br) > 8 * (uint64_t)len_bytes) return QT_CODEC_ETRUNC;
+    if (kraft > (1u << HUF_MAXLEN) || used == 0) return QT_CODEC_ECORRUPT;
+    canonical(len, m, code, first, cnt);
+
+    /* Lookup of the next tb bits: (symbol << 5) | length, 0 for longer codes (and
+     * for prefixes no code has). Longer codes go through the canonical first/cnt. */
+    const int tb = groups >= HUF_BIG_GROUPS ? HUF_TB_BIG : HUF_TB;
+    uint16_t lut[1 << HUF_TB_BIG];
+    memset(lut, 0, sizeof(uint16_t) << tb);
+    uint8_t sorted[HUF_MAXSYM];
+    uint32_t offs[HUF_MAXLEN + 2];
+    offs[1] = 0;
+    for (int l = 1; l <= HUF_MAXLEN; l++) offs[l + 1] = offs[l] + cnt[l];
+    {
+        uint32_t fill[HUF_MAXLEN + 2];
+        memcpy(fill, offs, sizeof fill);
+        for (int i = 0; i < m; i++)
+            if (len[i]) sorted[fill[len[i]]++] = (uint8_t)i;
+    }
+    for (int i = 0; i < m; i++) {
+        if (!len[i] || len[i] > tb) continue;
+        uint32_t lo = code[i] << (tb - len[i]), span = 1u << (tb - len[i]);
+        for (uint32_t e = 0; e < span; e++) lut[lo + e] = (uint16_t)((i << 5) | len[i]);
+    }
+    /* The levels of each symbol, 5 slots per symbol so one fixed-size copy serves
+     * every group size. */
+    int16_t digits[HUF_MAXSYM * 5];
+    for (int v = 0; v < m; v++) {
+        int x = v;
+        for (int j = 0; j < 5; j++) {
+            digits[v * 5 + j] = (int16_t)(j < g ? x % a - s : 0);
+            if (j < g) x /= a;
+        }
+    }
+
+    enum { CHUNK_GROUPS = 255 }; /* a multiple of 3: three symbols per refill */
+    int16_t chunk[CHUNK_GROUPS * 5 + 5];
+    size_t i0 = 0;
+    for (size_t t = 0; t < groups;) {
+        size_t tend = QT_MIN(groups, t + CHUNK_GROUPS);
+        int16_t *cq = chunk;
+        while (t < tend) {
+            qt_br_refill(&br); /* >= 56 bits: three codes of <= 16 bits */
+            for (int r = 0; r < 3 && t < tend; r++, t++) {
+                uint32_t e = lut[qt_br_peek(&br, tb)];
+                int v;
+                if (e & 31) {
+                    qt_br_skip(&br, (int)(e & 31));
+                    v = (int)(e >> 5);
+                } else {
+                    uint32_t p16 = (uint32_t)qt_br_peek(&br, HUF_MAXLEN);
+                    v = -1;
+                    for (int l = tb + 1; l <= HUF_MAXLEN; l++) {
+                        uint32_t c = p16 >> (HUF_MAXLEN - l);
+                        if (c - first[l] < cnt[l]) {
+                            v = sorted[offs[l] + c - first[l]];
+                            qt_br_skip(&br, l);
+                            break;
+                        }
+                    }
+                    if (v < 0) return QT_CODEC_ECORRUPT;
+                }
+                memcpy(cq, digits + v * 5, 5 * sizeof *cq);
+                cq += g;
+            }
+        }
+        if (br.phantom && qt_br_used(&br) > 8 * (uint64_t)len_bytes) return QT_CODEC_ETRUNC;
+        size_t cnt_el = QT_MIN((size_t)(cq - chunk), n - i0);
+        /* Padding levels of the last group must be zero. */
+        for (size_t j = cnt_el; j < (size_t)(cq - chunk); j++)
+            if (chunk[j] != 0) return QT_CODEC_ECORRUPT;
+        qt_levels_add(w, scales, chunk, i0, cnt_el, f, out);
+        i0 += cnt_el;
+    }
+    return qt_br_finish(&br, len_bytes);
+}
