@@ -18,7 +18,7 @@
 
 static int basic_block(qt_model *m, const char *name, int x, int planes, int stride)
 {
-    char n[40];
+    char n[64];
     const model_slot *s = &m->slots[x];
     bool down = stride != 1 || s->c != planes;
     snprintf(n, sizeof n, "%s.conv1", name);
@@ -47,7 +47,7 @@ static int basic_block(qt_model *m, const char *name, int x, int planes, int str
 
 static int bottleneck(qt_model *m, const char *name, int x, int planes, int stride)
 {
-    char n[40];
+    char n[64];
     const int expansion = 4;
     const model_slot *s = &m->slots[x];
     bool down = stride != 1 || s->c != planes * expansion;
@@ -85,7 +85,7 @@ int resnet_build(qt_model *m)
 {
     const qt_model_opts *o = &m->opts;
     int x = model_add_slot(m, o->in_channels, o->in_height, o->in_width);
-    char name[24]; /* "layerS.B" */
+    char name[32]; /* "layerS.B" */
     if (o->variant == QT_VARIANT_CIFAR) {
         if (o->depth < 8 || (o->depth - 2) % 6 != 0)
             return qt_fail("resnet: cifar depth %d is not 6n+2 (20, 32, 44, 56, 110)", o->depth);
