@@ -35,8 +35,8 @@ typedef struct {
 
 static const cfg_entry k_table[] = {
     /* [model] */
-    {"model", "arch", T_ENUM, OFF(model.arch), 0, 0, 0, "resnet", "resnet|alexnet|vgg", true,
-     "network family (alexnet and vgg: torchvision's, 224x224 input)"},
+    {"model", "arch", T_ENUM, OFF(model.arch), 0, 0, 0, "resnet", "resnet|alexnet|vgg|lstm", true,
+     "network family (alexnet and vgg: torchvision's, 224x224 input; lstm: speech, data.format = htk)"},
     {"model", "depth", T_INT, OFF(model.depth), 0, 8, 1202, "20", NULL, true,
      "ResNet depth: cifar 6n+2 (20, 32, 44, 56, 110, ...), imagenet 18, 34, 50, 101, 152; VGG 11, 13, 16, 19"},
     {"model", "variant", T_ENUM, OFF(model.variant), 0, 0, 0, "cifar", "cifar|imagenet", true,
@@ -52,6 +52,16 @@ static const cfg_entry k_table[] = {
      "dropout probability of the alexnet/vgg classifier"},
     {"model", "batchnorm", T_BOOL, OFF(model.batchnorm), 0, 0, 0, "true", NULL, true,
      "resnet: false leaves out the BatchNorm layers (equivalence tests of data parallelism)"},
+    {"model", "inputs", T_INT, OFF(model.inputs), 0, 0, 1 << 20, "0", NULL, true,
+     "lstm: inputs per frame (0 = the data set's: features x (2 context + 1)); --dry-run needs it"},
+    {"model", "layers", T_INT, OFF(model.layers), 0, 1, 16, "3", NULL, true, "lstm: stacked LSTM layers"},
+    {"model", "hidden", T_INT, OFF(model.hidden), 0, 1, 65536, "1024", NULL, true, "lstm: cells per layer"},
+    {"model", "proj", T_INT, OFF(model.proj), 0, 0, 65536, "512", NULL, true,
+     "lstm: LSTMP projection width (0 = none)"},
+    {"model", "peephole", T_BOOL, OFF(model.peephole), 0, 0, 0, "true", NULL, true,
+     "lstm: peephole connections (diagonal w_ci, w_cf, w_co)"},
+    {"model", "bidirectional", T_BOOL, OFF(model.bidirectional), 0, 0, 0, "false", NULL, true,
+     "lstm: a reverse-direction layer beside each forward one, outputs concatenated"},
     {"model", "zero_init_residual", T_BOOL, OFF(model.zero_init_residual), 0, 0, 0, "false", NULL, true,
      "start the last BN of each residual branch at gamma = 0"},
     /* [data] */
@@ -182,6 +192,8 @@ static const cfg_entry k_table[] = {
     {"train", "eval", T_BOOL, OFF(train.eval), 0, 0, 0, "true", NULL, false, "evaluate after each epoch"},
     {"train", "eval_limit", T_I64, OFF(train.eval_limit), 0, 0, 1e15, "0", NULL, false,
      "evaluate on the first N test items only (0 = all)"},
+    {"train", "bptt", T_INT, OFF(train.bptt), 0, 0, 1 << 20, "0", NULL, true,
+     "speech: truncated BPTT chunk in frames, state carried across chunks (0 = whole utterances)"},
     {"train", "debug_layers", T_BOOL, OFF(train.debug_layers), 0, 0, 0, "false", NULL, false,
      "print per-layer mean |x| and |dx| each step (to find where a NaN starts)"},
 };
@@ -509,6 +521,11 @@ int qt_config_finish(qt_config *c)
         c->model.depth != 50 && c->model.depth != 101 && c->model.depth != 152)
         return qt_fail("%s: [model] depth = %d: the imagenet variant has 18, 34, 50, 101 or 152", p,
                        c->model.depth);
+    bool htk = strcmp(c->data.format, "htk") == 0;
+    if (c->model.arch == QT_ARCH_LSTM && !htk)
+        return qt_fail("%s: [model] arch = lstm needs [data] format = htk (speech features)", p);
+    if (htk && c->model.arch != QT_ARCH_LSTM)
+        return qt_fail("%s: [data] format = htk needs [model] arch = lstm", p);
     if (c->optim.schedule == QT_LR_MULTISTEP && c->optim.n_milestones == 0)
         return qt_fail("%s: [optim] schedule = multistep needs milestones = e1, e2, ...", p);
     if (strcmp(c->train.device, "cuda") == 0)

@@ -30,6 +30,7 @@ typedef struct { /* [train] */
     bool eval;       /* evaluate after each epoch */
     int64_t eval_limit;
     bool debug_layers;
+    int bptt; /* speech: truncated BPTT chunk in frames (0 = whole utterances) */
 } qt_train_opts;
 
 typedef struct {

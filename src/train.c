@@ -34,6 +34,10 @@ typedef struct {
     size_t n_params;
     qt_dataset *train_set, *test_set;
     qt_loader *train_loader, *test_loader;
+    qt_seq_dataset *seq_train, *seq_test; /* speech (data.format = htk) instead of the above */
+    qt_seq_loader *seq_train_loader, *seq_test_loader;
+    int32_t *chunk_lengths;               /* speech: lengths within the current chunk [batch] */
+    float *zero_mask;                     /* speech: an all-padding chunk's mask [batch] */
     qt_param_group *groups;
     int n_groups;
     float *opt_state;
@@ -41,6 +45,8 @@ typedef struct {
     float *residuals; /* error-feedback arena (same layout as params), NULL if the codec has none */
     qt_exchange *ex;
     int64_t steps_per_epoch, step, epoch, cursor; /* cursor = step within the epoch */
+    int64_t updates;    /* optimizer updates (= steps, except truncated-BPTT speech chunks) */
+    int64_t start_step; /* step at start-up (after --resume), for the ETA */
     int64_t skipped_steps;
     double sum_bytes_sent, sum_bytes_fp32, sum_bytes_payload, sum_exposed, sum_encode, sum_decode, sum_step;
     int64_t n_summary;
@@ -69,9 +75,46 @@ static void usage(FILE *f)
 
 /* ---- setup -------------------------------------------------------------------------- */
 
+/* Speech: HTK features + MLF labels, batches of padded utterances. */
+static int open_speech(trainer *t)
+{
+    qt_config *c = &t->cfg;
+    if (qt_seq_dataset_open(&c->data, true, &t->seq_train) < 0) return -1;
+    if (c->train.eval && c->data.val_scp[0] && qt_seq_dataset_open(&c->data, false, &t->seq_test) < 0) return -1;
+    c->model.in_channels = qt_seq_dataset_dim(t->seq_train);
+    if (c->model.inputs && c->model.inputs != c->model.in_channels)
+        return qt_fail("%s: [model] inputs = %d but the data gives %d per frame (features x (2 context + 1))",
+                       c->path, c->model.inputs, c->model.in_channels);
+    int classes = qt_seq_dataset_classes(t->seq_train);
+    if (c->model.classes == 0) c->model.classes = classes;
+    else if (c->model.classes < classes)
+        return qt_fail("%s: [model] classes = %d but %s lists %d labels", c->path, c->model.classes, c->data.labels,
+                       classes);
+    /* The network's buffers cover the longest chunk it will see. */
+    int longest = 1;
+    for (int k = 0; k < 2; k++) {
+        const qt_seq_dataset *d = k ? t->seq_test : t->seq_train;
+        for (int64_t i = 0; d && i < qt_seq_dataset_count(d); i++) longest = QT_MAX(longest, qt_seq_dataset_length(d, i));
+    }
+    c->model.max_frames = c->train.bptt > 0 ? QT_MIN(c->train.bptt, longest) : longest;
+    if (qt_seq_loader_create(t->seq_train, &c->data, true, t->rank, t->size, c->train.seed, &t->seq_train_loader) < 0)
+        return -1;
+    if (t->seq_test &&
+        qt_seq_loader_create(t->seq_test, &c->data, false, t->rank, t->size, c->train.seed, &t->seq_test_loader) < 0)
+        return -1;
+    t->steps_per_epoch = qt_seq_loader_steps_per_epoch(t->seq_train_loader);
+    if (t->steps_per_epoch < 1)
+        return qt_fail("%s: %lld utterances are fewer than one global batch (%d x %d ranks)", c->data.scp,
+                       (long long)qt_seq_dataset_count(t->seq_train), c->data.batch, t->size);
+    t->chunk_lengths = qt_calloc((size_t)c->data.batch, sizeof(int32_t));
+    t->zero_mask = qt_calloc((size_t)c->data.batch, sizeof(float));
+    return 0;
+}
+
 static int open_data(trainer *t)
 {
     qt_config *c = &t->cfg;
+    if (c->model.arch == QT_ARCH_LSTM) return open_speech(t);
     if (qt_dataset_open(&c->data, true, &t->train_set) < 0) return -1;
     qt_data_opts eval_opts = c->data;
     eval_opts.limit = c->train.eval_limit;
@@ -159,7 +202,8 @@ static int save_checkpoint(trainer *t)
     const char *dir = t->cfg.train.checkpoint;
     if (!dir[0]) return 0;
     qt_ckpt_meta meta = {.config_hash = qt_config_hash(&t->cfg), .world = t->size, .rank = t->rank,
-                         .step = t->step, .epoch = t->epoch, .cursor = t->cursor};
+                         .step = t->step, .epoch = t->epoch, .cursor = t->cursor,
+                         .rng = {(uint64_t)t->updates}}; /* RNG streams are keyed by the update count */
     qt_ckpt_section sec[5];
     char path[1200];
     if (qt_ckpt_mkdir(dir) < 0) return -1;
@@ -221,6 +265,7 @@ static int load_checkpoint(trainer *t)
     t->step = meta.step;
     t->epoch = meta.epoch;
     t->cursor = meta.cursor;
+    t->updates = (int64_t)meta.rng[0];
     qt_info("resumed from %s: epoch %lld, step %lld", path, (long long)t->epoch + 1, (long long)t->step);
     return 0;
 }
@@ -322,25 +367,204 @@ static int evaluate(trainer *t, double *loss_out, double *top1, double *top5)
     return 0;
 }
 
-static void progress(trainer *t, float loss, float lr, double img_s, double acc)
+static void progress(trainer *t, float loss, float lr, double rate, double acc, const char *unit)
 {
     int64_t total = t->steps_per_epoch * t->cfg.train.epochs;
     if (t->cfg.train.max_steps && t->cfg.train.max_steps < total) total = t->cfg.train.max_steps;
     double elapsed = qt_now() - t->t_start;
-    double eta = img_s > 0 ? (double)(total - t->step) * t->cfg.data.batch * t->size / img_s : 0;
-    (void)elapsed;
-    fprintf(stderr, "epoch %lld step %lld/%lld  loss %.4f  acc %.3f  lr %.4g  %.0f img/s  eta %.0fs\n",
-            (long long)t->epoch + 1, (long long)t->step, (long long)total, loss, acc, lr, img_s, eta);
+    /* ETA from the average step time so far (speech batches vary in frames). */
+    int64_t done = t->step - t->start_step;
+    double eta = done > 0 ? elapsed / (double)done * (double)(total - t->step) : 0;
+    fprintf(stderr, "epoch %lld step %lld/%lld  loss %.4f  acc %.3f  lr %.4g  %.0f %s  eta %.0fs\n",
+            (long long)t->epoch + 1, (long long)t->step, (long long)total, loss, acc, lr, rate, unit, eta);
+}
+
+/* What one training step did (a step = one batch; with truncated BPTT a speech batch
+ * makes several optimizer updates, one per chunk). */
+typedef struct {
+    double loss_sum, correct, count; /* count: images, or real frames */
+    double t_data, t_compute;
+    qt_exchange_stats st;            /* summed over the step's updates */
+    int updates, skipped;
+} step_result;
+
+/* Waits for the exchange, then clips and applies the averaged gradient (or skips the
+ * update on every rank when some rank's gradient was not finite). */
+static int exchange_and_update(trainer *t, float lr, step_result *r)
+{
+    qt_config *c = &t->cfg;
+    qt_exchange_stats st;
+    int skip = qt_exchange_finish(t->ex, &st);
+    if (skip < 0) return -1;
+    float *params = qt_model_params(t->model), *grads = qt_model_grads(t->model);
+    if (skip) {
+        t->skipped_steps++;
+        r->skipped++;
+        qt_warn("step %lld: non-finite gradient on some rank: update skipped on all ranks (%lld so far)",
+                (long long)t->step, (long long)t->skipped_steps);
+    } else {
+        if (c->optim.clip_norm > 0) qt_clip_grad_norm(grads, t->n_params, c->optim.clip_norm);
+        qt_optim_step(&c->optim, lr, t->updates + 1, t->groups, t->n_groups, params, grads, t->opt_state,
+                      t->n_params);
+    }
+    r->st.bytes_sent += st.bytes_sent;
+    r->st.bytes_payload += st.bytes_payload;
+    r->st.bytes_fp32 += st.bytes_fp32;
+    r->st.t_encode += st.t_encode;
+    r->st.t_decode += st.t_decode;
+    r->st.t_comm_exposed += st.t_comm_exposed;
+    r->st.compression_ratio = r->st.bytes_payload ? (double)r->st.bytes_fp32 / (double)r->st.bytes_payload : 1.0;
+    r->updates++;
+    t->updates++;
+    return 0;
+}
+
+static int step_images(trainer *t, float lr, step_result *r)
+{
+    double t0 = qt_now();
+    qt_batch *b;
+    if (qt_loader_next(t->train_loader, &b) < 0) return -1;
+    r->t_data = qt_now() - t0;
+    qt_model_set_step(t->model, t->cfg.train.seed, (uint32_t)t->updates);
+    qt_exchange_begin_step(t->ex, (uint32_t)t->updates);
+    double tc = qt_now();
+    int correct = 0;
+    float loss = qt_model_forward(t->model, b->x, b->y, b->n, true, &correct, NULL);
+    qt_model_backward(t->model, on_grads_ready, t->ex);
+    r->t_compute = qt_now() - tc;
+    r->loss_sum = (double)loss * b->n;
+    r->correct = correct;
+    r->count = b->n;
+    qt_loader_release(t->train_loader, b);
+    return exchange_and_update(t, lr, r);
+}
+
+/* Chunk k of a speech batch: frames [k*len, (k+1)*len) with lengths clamped to it. A
+ * rank whose batch is shorter than another rank's runs empty chunks (no real frames,
+ * zero gradient) so that every rank makes the same number of exchanges. */
+static void speech_chunk(trainer *t, const qt_seq_batch *b, int k, int len, const float **x, const int32_t **y,
+                         const float **mask, int *t_chunk)
+{
+    int start = k * len;
+    if (start >= b->t) {
+        memset(t->chunk_lengths, 0, (size_t)b->n * sizeof(int32_t));
+        *x = b->x;
+        *y = b->y;
+        *mask = t->zero_mask;
+        *t_chunk = 1;
+        return;
+    }
+    int tc = QT_MIN(len, b->t - start);
+    for (int i = 0; i < b->n; i++) t->chunk_lengths[i] = QT_MAX(0, QT_MIN(b->lengths[i] - start, tc));
+    *x = b->x + (size_t)start * b->n * b->dim;
+    *y = b->y + (size_t)start * b->n;
+    *mask = b->mask + (size_t)start * b->n;
+    *t_chunk = tc;
+}
+
+static int speech_chunks(trainer *t, const qt_seq_batch *b, int *len)
+{
+    int bptt = t->cfg.train.bptt;
+    *len = bptt > 0 ? bptt : b->t;
+    int chunks = (b->t + *len - 1) / *len;
+    if (bptt > 0 && t->size > 1) MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &chunks, 1, MPI_INT, MPI_MAX, t->world->comm));
+    return chunks;
+}
+
+static int step_speech(trainer *t, float lr, step_result *r)
+{
+    double t0 = qt_now();
+    qt_seq_batch *b;
+    if (qt_seq_loader_next(t->seq_train_loader, &b) < 0) return -1;
+    r->t_data = qt_now() - t0;
+    int len, chunks = speech_chunks(t, b, &len);
+    for (int k = 0; k < chunks; k++) {
+        const float *x, *mask;
+        const int32_t *y;
+        int tc;
+        speech_chunk(t, b, k, len, &x, &y, &mask, &tc);
+        qt_exchange_begin_step(t->ex, (uint32_t)t->updates);
+        double tb = qt_now();
+        int64_t correct = 0, frames = 0;
+        float loss = qt_model_forward_seq(t->model, x, t->chunk_lengths, y, mask, tc, b->n, true, k > 0, &correct,
+                                          &frames);
+        qt_model_backward(t->model, on_grads_ready, t->ex);
+        r->t_compute += qt_now() - tb;
+        r->loss_sum += (double)loss * (double)frames;
+        r->correct += (double)correct;
+        r->count += (double)frames;
+        if (exchange_and_update(t, lr, r) < 0) return -1;
+    }
+    qt_seq_loader_release(t->seq_train_loader, b);
+    return 0;
+}
+
+static int evaluate_speech(trainer *t, double *loss_out, double *acc)
+{
+    if (qt_seq_loader_seek(t->seq_test_loader, 0, 0) < 0) return -1;
+    int64_t steps = qt_seq_loader_steps_per_epoch(t->seq_test_loader);
+    double sums[3] = {0, 0, 0}; /* loss x frames, correct, frames */
+    for (int64_t s = 0; s < steps; s++) {
+        qt_seq_batch *b;
+        if (qt_seq_loader_next(t->seq_test_loader, &b) < 0) return -1;
+        int len = t->cfg.train.bptt > 0 ? t->cfg.train.bptt : b->t;
+        for (int k = 0; k * len < b->t; k++) {
+            const float *x, *mask;
+            const int32_t *y;
+            int tc;
+            speech_chunk(t, b, k, len, &x, &y, &mask, &tc);
+            int64_t correct = 0, frames = 0;
+            float l = qt_model_forward_seq(t->model, x, t->chunk_lengths, y, mask, tc, b->n, false, k > 0, &correct,
+                                           &frames);
+            sums[0] += (double)l * (double)frames;
+            sums[1] += (double)correct;
+            sums[2] += (double)frames;
+        }
+        qt_seq_loader_release(t->seq_test_loader, b);
+    }
+    if (qt_world_allreduce_sum(t->world, sums, 3) < 0) return -1;
+    *loss_out = sums[2] > 0 ? sums[0] / sums[2] : 0;
+    *acc = sums[2] > 0 ? sums[1] / sums[2] : 0;
+    return 0;
+}
+
+static int evaluate_and_log(trainer *t)
+{
+    const qt_config *c = &t->cfg;
+    double l, a1 = 0, a5 = 0;
+    if (t->seq_test_loader) {
+        if (evaluate_speech(t, &l, &a1) < 0) return -1;
+        if (t->rank == 0)
+            fprintf(stderr, "epoch %lld eval: loss %.4f  frame accuracy %.4f  frame error rate %.4f\n",
+                    (long long)t->epoch, l, a1, 1 - a1);
+        if (t->metrics)
+            fprintf(t->metrics, "{\"eval\": true, \"epoch\": %lld, \"step\": %lld, \"loss\": %.6f, "
+                                "\"top1\": %.5f, \"frame_acc\": %.5f, \"fer\": %.5f}\n",
+                    (long long)t->epoch, (long long)t->step, l, a1, a1, 1 - a1);
+        return 0;
+    }
+    if (!t->test_loader) return 0;
+    if (evaluate(t, &l, &a1, &a5) < 0) return -1;
+    if (t->rank == 0) {
+        fprintf(stderr, "epoch %lld eval: loss %.4f  top1 %.4f", (long long)t->epoch, l, a1);
+        if (c->model.classes >= 5) fprintf(stderr, "  top5 %.4f", a5);
+        fprintf(stderr, "\n");
+    }
+    if (t->metrics)
+        fprintf(t->metrics, "{\"eval\": true, \"epoch\": %lld, \"step\": %lld, \"loss\": %.6f, "
+                            "\"top1\": %.5f, \"top5\": %.5f}\n",
+                (long long)t->epoch, (long long)t->step, l, a1, a5);
+    return 0;
 }
 
 static int train_loop(trainer *t)
 {
     qt_config *c = &t->cfg;
-    const int64_t global_batch = (int64_t)c->data.batch * t->size;
-    float *params = qt_model_params(t->model), *grads = qt_model_grads(t->model);
-    if (qt_loader_seek(t->train_loader, t->epoch, t->cursor) < 0) return -1;
-    double win_t0 = qt_now(), win_imgs = 0, win_loss = 0, win_acc = 0;
-    int win_n = 0;
+    bool speech = t->seq_train_loader != NULL;
+    if (speech ? qt_seq_loader_seek(t->seq_train_loader, t->epoch, t->cursor) < 0
+               : qt_loader_seek(t->train_loader, t->epoch, t->cursor) < 0)
+        return -1;
+    double win_t0 = qt_now(), win_count = 0, win_loss = 0, win_correct = 0;
     bool stop = false;
     while (t->epoch < c->train.epochs && !stop) {
         while (t->cursor < t->steps_per_epoch) {
@@ -349,61 +573,42 @@ static int train_loop(trainer *t)
                 break;
             }
             double t0 = qt_now();
-            qt_batch *b;
-            if (qt_loader_next(t->train_loader, &b) < 0) return -1;
-            double t_data = qt_now() - t0;
             float lr = qt_lr_at(&c->optim, t->step, t->steps_per_epoch, c->train.epochs);
-            qt_model_set_step(t->model, c->train.seed, (uint32_t)t->step);
-            qt_exchange_begin_step(t->ex, (uint32_t)t->step);
-            double tc = qt_now();
-            int correct = 0;
-            float loss = qt_model_forward(t->model, b->x, b->y, b->n, true, &correct, NULL);
-            qt_model_backward(t->model, on_grads_ready, t->ex);
-            double t_compute = qt_now() - tc;
-            qt_exchange_stats st;
-            int skip = qt_exchange_finish(t->ex, &st);
-            if (skip < 0) return -1;
-            if (skip) {
-                t->skipped_steps++;
-                qt_warn("step %lld: non-finite gradient on some rank: step skipped on all ranks (%lld so far)",
-                        (long long)t->step, (long long)t->skipped_steps);
-            } else {
-                if (c->optim.clip_norm > 0) qt_clip_grad_norm(grads, t->n_params, c->optim.clip_norm);
-                qt_optim_step(&c->optim, lr, t->step + 1, t->groups, t->n_groups, params, grads, t->opt_state,
-                              t->n_params);
-            }
+            step_result r;
+            memset(&r, 0, sizeof r);
+            if ((speech ? step_speech(t, lr, &r) : step_images(t, lr, &r)) < 0) return -1;
             double t_step = qt_now() - t0;
-            if (t->profile_path) profile_accumulate(t, t_step, t_step - t_compute - t_data - st.t_comm_exposed);
-            t->sum_bytes_sent += (double)st.bytes_sent;
-            t->sum_bytes_fp32 += (double)st.bytes_fp32;
-            t->sum_bytes_payload += (double)st.bytes_payload;
-            t->sum_exposed += st.t_comm_exposed;
-            t->sum_encode += st.t_encode;
-            t->sum_decode += st.t_decode;
+            if (t->profile_path) profile_accumulate(t, t_step, t_step - r.t_compute - r.t_data - r.st.t_comm_exposed);
+            t->sum_bytes_sent += (double)r.st.bytes_sent;
+            t->sum_bytes_fp32 += (double)r.st.bytes_fp32;
+            t->sum_bytes_payload += (double)r.st.bytes_payload;
+            t->sum_exposed += r.st.t_comm_exposed;
+            t->sum_encode += r.st.t_encode;
+            t->sum_decode += r.st.t_decode;
             t->sum_step += t_step;
             t->n_summary++;
-            qt_loader_release(t->train_loader, b);
             t->step++;
             t->cursor++;
-            win_imgs += (double)global_batch;
-            win_loss += loss;
-            win_acc += (double)correct / b->n;
-            win_n++;
+            double count = r.count > 0 ? r.count : 1;
+            win_count += r.count * t->size; /* every rank processes about as much */
+            win_loss += r.loss_sum;
+            win_correct += r.correct;
             if (t->metrics)
                 fprintf(t->metrics,
                         "{\"step\": %lld, \"epoch\": %lld, \"loss\": %.6f, \"acc\": %.4f, \"lr\": %.6g, "
-                        "\"images_per_s\": %.1f, \"bytes_sent\": %llu, \"compression_ratio\": %.3f, "
+                        "\"%s\": %.1f, \"bytes_sent\": %llu, \"compression_ratio\": %.3f, "
                         "\"t_step\": %.6f, \"t_data\": %.6f, \"t_compute\": %.6f, \"t_encode\": %.6f, "
-                        "\"t_decode\": %.6f, \"t_comm_exposed\": %.6f, \"skipped\": %d}\n",
-                        (long long)t->step, (long long)t->epoch, loss, (double)correct / b->n, lr,
-                        global_batch / t_step, (unsigned long long)st.bytes_sent, st.compression_ratio, t_step,
-                        t_data, t_compute, st.t_encode, st.t_decode, st.t_comm_exposed, skip);
+                        "\"t_decode\": %.6f, \"t_comm_exposed\": %.6f, \"updates\": %d, \"skipped\": %d}\n",
+                        (long long)t->step, (long long)t->epoch, r.loss_sum / count, r.correct / count, lr,
+                        speech ? "frames_per_s" : "images_per_s", r.count * t->size / t_step,
+                        (unsigned long long)r.st.bytes_sent, r.st.compression_ratio, t_step, r.t_data, r.t_compute,
+                        r.st.t_encode, r.st.t_decode, r.st.t_comm_exposed, r.updates, r.skipped);
             if (t->rank == 0 && (t->step % c->train.print_every == 0 || t->cursor == t->steps_per_epoch)) {
-                double dt = qt_now() - win_t0;
-                progress(t, (float)(win_loss / win_n), lr, win_imgs / dt, win_acc / win_n);
+                double local = win_count / t->size > 0 ? win_count / t->size : 1;
+                progress(t, (float)(win_loss / local), lr, win_count / (qt_now() - win_t0), win_correct / local,
+                         speech ? "frames/s" : "img/s");
                 win_t0 = qt_now();
-                win_imgs = win_loss = win_acc = 0;
-                win_n = 0;
+                win_count = win_loss = win_correct = 0;
             }
             if (c->train.checkpoint_every && t->step % c->train.checkpoint_every == 0 && save_checkpoint(t) < 0)
                 return -1;
@@ -411,19 +616,7 @@ static int train_loop(trainer *t)
         if (stop) break;
         t->epoch++;
         t->cursor = 0;
-        if (c->train.eval && t->test_loader) {
-            double l, a1, a5;
-            if (evaluate(t, &l, &a1, &a5) < 0) return -1;
-            if (t->rank == 0) {
-                fprintf(stderr, "epoch %lld eval: loss %.4f  top1 %.4f%s", (long long)t->epoch, l, a1,
-                        c->model.classes >= 5 ? "" : "\n");
-                if (c->model.classes >= 5) fprintf(stderr, "  top5 %.4f\n", a5);
-            }
-            if (t->metrics)
-                fprintf(t->metrics, "{\"eval\": true, \"epoch\": %lld, \"step\": %lld, \"loss\": %.6f, "
-                                    "\"top1\": %.5f, \"top5\": %.5f}\n",
-                        (long long)t->epoch, (long long)t->step, l, a1, a5);
-        }
+        if (c->train.eval && evaluate_and_log(t) < 0) return -1;
         if (t->metrics) fflush(t->metrics);
         if (!c->train.checkpoint_every && save_checkpoint(t) < 0) return -1;
     }
@@ -525,14 +718,15 @@ static int run(trainer *t, const cli_args *a)
         t->metrics = fopen(c->train.log, a->resume ? "a" : "w");
         if (!t->metrics) return qt_fail("%s: cannot open metrics log: %s", c->train.log, strerror(errno));
     }
-    static const char *arch_names[] = {"resnet", "alexnet", "vgg"};
+    static const char *arch_names[] = {"resnet", "alexnet", "vgg", "lstm"};
     qt_info("qtrain: %s%d (%s), %zu params, %d rank%s x batch %d, %lld steps/epoch, codec %s",
-            arch_names[c->model.arch], c->model.arch == QT_ARCH_ALEXNET ? 0 : c->model.depth,
-            c->model.variant == QT_VARIANT_CIFAR ? "cifar" : "imagenet", t->n_params, t->size,
+            arch_names[c->model.arch], c->model.arch == QT_ARCH_ALEXNET ? 0 : c->model.arch == QT_ARCH_LSTM ? c->model.layers : c->model.depth,
+            c->model.arch == QT_ARCH_LSTM ? "speech" : c->model.variant == QT_VARIANT_CIFAR ? "cifar" : "imagenet", t->n_params, t->size,
             t->size > 1 ? "s" : "", c->data.batch, (long long)t->steps_per_epoch,
             qt_codec_method_name(c->dist.codec.method));
     t->t_start = qt_now();
     t->profile_path = a->profile;
+    t->start_step = t->step;
     rc = train_loop(t);
     if (rc == 0) rc = profile_write(t);
     if (rc == 0 && a->dump_params) rc = dump_params(t, a->dump_params);
@@ -558,6 +752,12 @@ static void destroy(trainer *t)
     qt_loader_destroy(t->test_loader);
     qt_dataset_destroy(t->train_set);
     qt_dataset_destroy(t->test_set);
+    qt_seq_loader_destroy(t->seq_train_loader);
+    qt_seq_loader_destroy(t->seq_test_loader);
+    qt_seq_dataset_destroy(t->seq_train);
+    qt_seq_dataset_destroy(t->seq_test);
+    free(t->chunk_lengths);
+    free(t->zero_mask);
     qt_model_destroy(t->model);
     qt_free_aligned(t->opt_state);
     qt_free_aligned(t->residuals);
@@ -573,6 +773,10 @@ static int dry_run(qt_config *c)
         c->model.classes = c->model.variant == QT_VARIANT_IMAGENET || c->model.arch != QT_ARCH_RESNET ? 1000 : 10;
     if (c->model.variant == QT_VARIANT_IMAGENET || c->model.arch != QT_ARCH_RESNET)
         c->model.in_height = c->model.in_width = 224;
+    if (c->model.arch == QT_ARCH_LSTM) {
+        if (c->model.inputs == 0) return qt_fail("%s: --dry-run of an lstm needs [model] inputs", c->path);
+        c->model.in_channels = c->model.inputs;
+    }
     qt_model *m;
     if (qt_model_create(&c->model, &m) < 0) return -1;
     qt_model_print(m, c->data.batch);

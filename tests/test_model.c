@@ -272,6 +272,95 @@ static void test_gradcheck_dropout_conv_bias(void **state)
     qt_model_destroy(m);
 }
 
+/* The speech network (2 bidirectional LSTMP layers with peepholes, linear, masked
+ * cross-entropy) against central differences, over padded sequences of different
+ * lengths; then the truncated-BPTT path (carry) equals one whole pass in forward. */
+static void test_gradcheck_speech(void **state)
+{
+    (void)state;
+    const int T = 7, N = 3, F = 5, K = 4;
+    qt_model_opts o;
+    qt_model_opts_default(&o);
+    o.arch = QT_ARCH_LSTM;
+    o.in_channels = F;
+    o.classes = K;
+    o.layers = 2;
+    o.hidden = 6;
+    o.proj = 4;
+    o.peephole = true;
+    o.bidirectional = true;
+    o.max_frames = T;
+    qt_model *m = NULL;
+    assert_int_equal(qt_model_create(&o, &m), 0);
+    assert_true(qt_model_is_sequence(m));
+    qt_model_alloc(m, N);
+    qt_model_init(m, 3);
+    size_t np = qt_model_param_count(m);
+    for (size_t i = 0; i < np; i++) qt_model_params(m)[i] *= 2.0f; /* stronger signal into the lower layer */
+    float x[7 * 3 * 5], mask[7 * 3];
+    int32_t y[7 * 3], len[3] = {7, 4, 1};
+    qt_philox_key k = qt_philox_make_key(21, QT_RNG_TEST);
+    for (int i = 0; i < T * N * F; i++) x[i] = 2.0f * qt_u32_to_unit(qt_philox_u32(k, (uint64_t)i, 0, 0)) - 1.0f;
+    for (int t = 0; t < T; t++)
+        for (int n = 0; n < N; n++) {
+            mask[t * N + n] = t < len[n] ? 1.0f : 0.0f;
+            y[t * N + n] = t < len[n] ? (int32_t)(qt_philox_u32(k, (uint64_t)(t * N + n), 1, 0) % K) : -1;
+        }
+    qt_model_forward_seq(m, x, len, y, mask, T, N, true, false, NULL, NULL);
+    wm_state s = {.grads = qt_model_grads(m), .snapshot = calloc(np, sizeof(float))};
+    qt_model_backward(m, on_ready, &s);
+    assert_int_equal(s.violations, 0);
+    assert_int_equal(s.last, np);
+    float *ana = malloc(np * sizeof(float));
+    memcpy(ana, qt_model_grads(m), np * sizeof(float));
+    assert_memory_equal(ana, s.snapshot, np * sizeof(float)); /* final when announced */
+    float *p = qt_model_params(m);
+    int ns, bad = 0, checked = 0;
+    const qt_param_span *sp = qt_model_spans(m, &ns);
+    for (int i = 0; i < ns; i++)
+        for (int t = 0; t < 3; t++) {
+            size_t j = sp[i].offset + (size_t)qt_philox_u32(k, (uint64_t)i * 8 + t, 2, 0) % sp[i].count;
+            float orig = p[j];
+            double hstep = 1e-2; /* the net is smooth (no kinks): a wide step keeps float noise low */
+            p[j] = orig + (float)hstep;
+            double lp = qt_model_forward_seq(m, x, len, y, mask, T, N, true, false, NULL, NULL);
+            p[j] = orig - (float)hstep;
+            double lm = qt_model_forward_seq(m, x, len, y, mask, T, N, true, false, NULL, NULL);
+            p[j] = orig;
+            double num = (lp - lm) / (2 * hstep);
+            checked++;
+            /* Float forward noise ~ 1e-7 * loss / h ~ 1.5e-5; lower-layer gradients are ~1e-4. */
+            if (fabs(num - ana[j]) > 3e-5 + 3e-2 * fmax(fabs(num), fabs((double)ana[j])) && bad++ < 10)
+                print_error("%s[%zu]: backward %g, central difference %g\n", sp[i].name, j - sp[i].offset,
+                            (double)ana[j], num);
+        }
+    assert_true(checked >= 40);
+    assert_int_equal(bad, 0);
+    free(ana);
+    free(s.snapshot);
+    qt_model_destroy(m);
+
+    /* Unidirectional: chunks 4 + 3 with carried state give the same loss terms as one
+     * pass over 7 frames (forward only; the reverse direction cannot be chunked). */
+    o.bidirectional = false;
+    assert_int_equal(qt_model_create(&o, &m), 0);
+    qt_model_alloc(m, N);
+    qt_model_init(m, 3);
+    int64_t c_all = 0, f_all = 0, c1 = 0, f1 = 0, c2 = 0, f2 = 0;
+    double whole = qt_model_forward_seq(m, x, len, y, mask, T, N, false, false, &c_all, &f_all);
+    int32_t l1[3], l2[3];
+    for (int n = 0; n < N; n++) {
+        l1[n] = len[n] < 4 ? len[n] : 4;
+        l2[n] = len[n] > 4 ? len[n] - 4 : 0;
+    }
+    double a = qt_model_forward_seq(m, x, l1, y, mask, 4, N, false, false, &c1, &f1);
+    double b = qt_model_forward_seq(m, x + 4 * N * F, l2, y + 4 * N, mask + 4 * N, 3, N, false, true, &c2, &f2);
+    assert_int_equal(f1 + f2, f_all);
+    assert_int_equal(c1 + c2, c_all);
+    assert_true(fabs((a * (double)f1 + b * (double)f2) / (double)f_all - whole) < 1e-5 * fabs(whole) + 1e-6);
+    qt_model_destroy(m);
+}
+
 /* The model can fit a fixed small batch: plain SGD drives the loss well down. */
 static void test_overfit_batch(void **state)
 {
@@ -311,6 +400,7 @@ int main(void)
         cmocka_unit_test(test_gradcheck_cifar),
         cmocka_unit_test(test_gradcheck_imagenet_bottleneck),
         cmocka_unit_test(test_gradcheck_dropout_conv_bias),
+        cmocka_unit_test(test_gradcheck_speech),
         cmocka_unit_test(test_overfit_batch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

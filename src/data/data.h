@@ -241,4 +241,32 @@ typedef struct {
  * gen_cifar_like.c for what the images are. Returns 0 or negative (message printed). */
 int qt_gen_cifar_like(const char *dir, const qt_gen_opts *g);
 
+/* ---- generated speech-like data (tests, quickstart_speech) -------------------------- */
+typedef struct {
+    int64_t n_train, n_test;  /* utterances per list (>= 1 each; CLI: 400, 100) */
+    uint64_t seed;
+    int features;             /* F stored per frame (CLI: 40), F >= classes */
+    int classes;              /* K event kinds (CLI: 4); the label list has K + 1 names:
+                                 "sil" then "ev0" .. "ev<K-1>" */
+} qt_gen_speech_opts;
+/* Writes a small speech-like HTK/MLF data set whose frame labels need memory into folder
+ * `dir` (created if missing): train.scp, test.scp, feats/{tr,te}NNNNNN.htk, labels.mlf,
+ * labels.list (see gen_speech_like.c). Open it with data.format = htk, path = dir,
+ * scp = train.scp, val_scp = test.scp, mlf = labels.mlf, labels = labels.list.
+ * Output is a pure function of *g. Returns 0 or negative (message printed). */
+int qt_gen_speech_like(const char *dir, const qt_gen_speech_opts *g);
+
+/* What utterance `index` of list `split` (0 train, 1 test) holds: its length and its
+ * event bursts (start frame, frames, kind 0..K-1, in time order). Frame t's class is
+ * 1 + kind of the last burst with start <= t, or 0 (sil) before the first. */
+enum { QT_GEN_SPEECH_MAX_EVENTS = 16 };
+typedef struct {
+    int frames;
+    int n_events;
+    int start[QT_GEN_SPEECH_MAX_EVENTS], length[QT_GEN_SPEECH_MAX_EVENTS],
+        kind[QT_GEN_SPEECH_MAX_EVENTS];
+} qt_gen_speech_plan;
+void qt_gen_speech_describe(const qt_gen_speech_opts *g, int split, int64_t index,
+                            qt_gen_speech_plan *p);
+
 #endif

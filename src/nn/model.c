@@ -29,6 +29,11 @@ void qt_model_opts_default(qt_model_opts *o)
     o->bn_eps = 1e-5f;
     o->dropout = 0.5f;
     o->batchnorm = true;
+    o->layers = 3;
+    o->hidden = 1024;
+    o->proj = 512;
+    o->peephole = true;
+    o->max_frames = 0;
 }
 
 int model_add_slot(qt_model *m, int c, int h, int w)
@@ -158,8 +163,8 @@ int model_linear(qt_model *m, const char *name, int in, int n_out)
     return out;
 }
 
-static void add_span(qt_model *m, const char *op_name, const char *suffix, size_t off, size_t count, int ndim,
-                     const int *shape, bool decay)
+void model_add_span(qt_model *m, const char *name, size_t off, size_t count, int ndim, const int *shape,
+                    bool decay)
 {
     if (m->n_spans == m->cap_spans) {
         m->cap_spans = m->cap_spans ? 2 * m->cap_spans : 64;
@@ -168,12 +173,20 @@ static void add_span(qt_model *m, const char *op_name, const char *suffix, size_
     }
     qt_param_span *sp = &m->spans[m->n_spans++];
     memset(sp, 0, sizeof *sp);
-    snprintf(sp->name, sizeof sp->name, "%s.%s", op_name, suffix);
+    snprintf(sp->name, sizeof sp->name, "%s", name);
     sp->offset = off;
     sp->count = count;
     sp->ndim = ndim;
     for (int i = 0; i < ndim; i++) sp->shape[i] = shape[i];
     sp->decay = decay;
+}
+
+static void add_span(qt_model *m, const char *op_name, const char *suffix, size_t off, size_t count, int ndim,
+                     const int *shape, bool decay)
+{
+    char name[sizeof m->spans[0].name];
+    snprintf(name, sizeof name, "%s.%s", op_name, suffix);
+    model_add_span(m, name, off, count, ndim, shape, decay);
 }
 
 /* Assigns arena offsets in backward order and records the spans. */
@@ -225,12 +238,13 @@ int qt_model_create(const qt_model_opts *o, qt_model **out)
     case QT_ARCH_RESNET: rc = resnet_build(m); break;
     case QT_ARCH_ALEXNET: rc = alexnet_build(m); break;
     case QT_ARCH_VGG: rc = vgg_build(m); break;
+    case QT_ARCH_LSTM: rc = speech_build(m); break;
     }
     if (rc < 0) {
         qt_model_destroy(m);
         return rc;
     }
-    model_layout(m);
+    if (!m->speech) model_layout(m);
     *out = m;
     return 0;
 }
@@ -238,6 +252,7 @@ int qt_model_create(const qt_model_opts *o, qt_model **out)
 void qt_model_destroy(qt_model *m)
 {
     if (!m) return;
+    speech_destroy(m->speech);
     for (int i = 0; i < m->n_slots; i++) {
         if (i > 0) qt_free_aligned(m->slots[i].data);
         qt_free_aligned(m->slots[i].grad);
@@ -274,8 +289,11 @@ int qt_model_n_ops(const qt_model *m) { return m->n_ops; }
 
 static size_t slot_elems(const model_slot *s) { return (size_t)s->c * (size_t)s->h * (size_t)s->w; }
 
+bool qt_model_is_sequence(const qt_model *m) { return m->speech != NULL; }
+
 uint64_t qt_model_flops_per_sample(const qt_model *m)
 {
+    if (m->speech) return speech_flops_per_frame(m);
     uint64_t f = 0;
     for (int i = 0; i < m->n_ops; i++) {
         const model_op *op = &m->ops[i];
@@ -316,6 +334,10 @@ void qt_model_op_info(const qt_model *m, int i, qt_op_info *info)
 
 void qt_model_print(const qt_model *m, int batch)
 {
+    if (m->speech) {
+        speech_print(m, batch);
+        return;
+    }
     printf("%-28s %-14s %-22s %12s %14s\n", "layer", "kind", "output", "params", "MFLOPs/sample");
     for (int i = 0; i < m->n_ops; i++) {
         const model_op *op = &m->ops[i];
@@ -347,6 +369,10 @@ void qt_model_alloc(qt_model *m, int max_batch)
     m->params = qt_aligned_alloc(m->n_params * sizeof(float));
     m->grads = qt_aligned_alloc(m->n_params * sizeof(float));
     m->buffers = qt_aligned_alloc((m->n_buffers ? m->n_buffers : 1) * sizeof(float));
+    if (m->speech) {
+        speech_alloc(m, max_batch);
+        return;
+    }
     size_t ws = 0, biggest = 0;
     for (int i = 0; i < m->n_slots; i++) {
         size_t e = slot_elems(&m->slots[i]) * (size_t)max_batch;
@@ -417,6 +443,10 @@ static double uniform_at(qt_philox_key key, uint64_t index)
 
 void qt_model_init(qt_model *m, uint64_t seed)
 {
+    if (m->speech) {
+        speech_init(m, seed);
+        return;
+    }
     qt_philox_key key = qt_philox_make_key(seed, QT_RNG_INIT);
     memset(m->buffers, 0, m->n_buffers * sizeof(float));
     for (int i = 0; i < m->n_ops; i++) {

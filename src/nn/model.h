@@ -17,7 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum { QT_ARCH_RESNET = 0, QT_ARCH_ALEXNET, QT_ARCH_VGG } qt_arch;
+typedef enum { QT_ARCH_RESNET = 0, QT_ARCH_ALEXNET, QT_ARCH_VGG, QT_ARCH_LSTM } qt_arch;
 typedef enum { QT_VARIANT_CIFAR = 0, QT_VARIANT_IMAGENET } qt_variant;
 
 typedef struct { /* [model] section */
@@ -32,6 +32,11 @@ typedef struct { /* [model] section */
     float dropout;           /* alexnet/vgg classifier dropout probability */
     bool batchnorm;          /* resnet: false leaves the BatchNorm layers out (tests of
                                 data-parallel equivalence, where batch statistics differ) */
+    /* lstm (speech): stacked LSTM(P) over frames of in_channels inputs -> linear -> classes */
+    int layers, hidden, proj;
+    int inputs;              /* inputs per frame; 0 = the data set's (dim after context splicing) */
+    bool peephole, bidirectional;
+    int max_frames;          /* longest chunk forward will see (the trainer sets it) */
 } qt_model_opts;
 
 void qt_model_opts_default(qt_model_opts *o);
@@ -81,6 +86,16 @@ void qt_model_set_step(qt_model *m, uint64_t seed, uint32_t step);
  * for backward. correct1/correct5 (may be NULL) receive the top-1/top-5 hit counts. */
 float qt_model_forward(qt_model *m, const float *x, const int32_t *labels, int n, bool train,
                        int *correct1, int *correct5);
+
+/* Sequence models (arch = lstm): forward over a time-major padded chunk x [t][n][dim]
+ * with per-sequence lengths, frame labels y [t][n] (-1 or anything on padding) and mask
+ * [t][n] (1 = real frame). carry: start from the states the previous call ended with
+ * (the next chunk of the same utterances, truncated BPTT); false: from zeros. Returns the
+ * mean loss over real frames; *correct and *frames count real frames right and in all. */
+float qt_model_forward_seq(qt_model *m, const float *x, const int32_t *lengths, const int32_t *y,
+                           const float *mask, int t, int n, bool train, bool carry, int64_t *correct,
+                           int64_t *frames);
+bool qt_model_is_sequence(const qt_model *m);
 
 typedef void (*qt_grad_ready_fn)(void *ctx, size_t watermark);
 /* Backward of the last training forward; writes the whole grad arena. After each op with

@@ -31,8 +31,11 @@ typedef struct {
     double t_fwd, t_bwd;   /* seconds in the last step */
 } model_op;
 
+typedef struct speech_net speech_net;
+
 struct qt_model {
     qt_model_opts opts;
+    speech_net *speech;    /* arch = lstm: the sequence network (speech.c); no ops/slots */
     model_slot *slots;
     int n_slots, cap_slots;
     model_op *ops;
@@ -71,5 +74,17 @@ void model_layout(qt_model *m);
 int resnet_build(qt_model *m);
 int alexnet_build(qt_model *m);
 int vgg_build(qt_model *m);
+
+/* Sequence network (speech.c): builds its layout and spans, owns its buffers. */
+int speech_build(qt_model *m);
+void speech_alloc(qt_model *m, int max_batch);
+void speech_init(qt_model *m, uint64_t seed);
+void speech_backward(qt_model *m, qt_grad_ready_fn ready, void *ctx);
+void speech_print(const qt_model *m, int batch);
+uint64_t speech_flops_per_frame(const qt_model *m);
+void speech_destroy(speech_net *s);
+/* Appends a parameter span (model.c). */
+void model_add_span(qt_model *m, const char *name, size_t off, size_t count, int ndim, const int *shape,
+                    bool decay);
 
 #endif

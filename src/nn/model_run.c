@@ -31,7 +31,7 @@ static void dropout_apply(const qt_model *m, int op_index, float p, float *x, si
 float qt_model_forward(qt_model *m, const float *x, const int32_t *labels, int n, bool train, int *correct1,
                        int *correct5)
 {
-    QT_ASSERT(m->params && n > 0 && n <= m->max_batch);
+    QT_ASSERT(m->params && n > 0 && n <= m->max_batch && !m->speech);
     m->slots[0].data = (float *)x; /* read only: no op writes slot 0 */
     for (int i = 0; i < m->n_ops; i++) {
         model_op *op = &m->ops[i];
@@ -83,6 +83,10 @@ static void dx_finish(qt_model *m, int slot, bool accumulate, int n)
 
 void qt_model_backward(qt_model *m, qt_grad_ready_fn ready, void *ctx)
 {
+    if (m->speech) {
+        speech_backward(m, ready, ctx);
+        return;
+    }
     QT_ASSERT(m->last_train && m->last_n > 0);
     int n = m->last_n;
     for (int i = 0; i < m->n_slots; i++) m->slots[i].grad_valid = false;
