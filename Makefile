@@ -102,10 +102,10 @@ sanitize: deps
 
 quickstart: deps
 	@$(MAKE) --no-print-directory all
-	@scripts/quickstart.sh
+	@QT_BUILD=$(BUILD) scripts/quickstart.sh
 
 bench: all
-	@scripts/bench_cpu.sh
+	@QT_BUILD=$(BUILD) scripts/bench_cpu.sh
 
 fuzz:
 	@scripts/fuzz.sh
