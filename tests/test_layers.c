@@ -208,6 +208,7 @@ static void test_conv_large_layers(void **s)
 {
     (void)s;
     conv_run(32, 64, 3, 3, 1, 1, true, 3, 6, 6);   /* chunks of 2 and 1 images */
+    conv_run(16, 32, 3, 3, 1, 1, false, 2, 8, 8);  /* small path, 16x16 transpose tiles */
     conv_run(32, 64, 3, 3, 2, 1, false, 5, 7, 7);  /* col2im path, chunks of 3 and 2 */
     conv_run(128, 128, 1, 1, 1, 0, false, 3, 4, 4); /* pointwise, copied into columns */
 }

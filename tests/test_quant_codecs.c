@@ -316,6 +316,21 @@ static void test_large_message_paths(void **state)
         free(buf);
     }
     free(g), free(h0), free(h), free(hf), free(ref), free(got);
+    /* the decoders' tables for large messages (elias omega table, huffman pairs) */
+    const size_t m = 300000;
+    float *x = malloc(m * 4), *fixed = malloc(m * 4), *other = malloc(m * 4);
+    tq_gaussian(x, m, 901, 1.0f);
+    const int lv[] = {1, 7, 127};
+    for (int nm = 0; nm < 2; nm++)
+        for (int l = 0; l < 3; l++)
+            for (int e = 0; e < QT_ENC_COUNT; e++) {
+                qt_codec_params p;
+                qt_codec_params_default(&p, QT_CODEC_QSGD);
+                p.levels = lv[l], p.norm = (qt_codec_norm)nm, p.encoding = (qt_codec_encoding)e;
+                assert_int_equal(qt_codec_quantize(&p, x, NULL, m, 0, 0, 0, e ? other : fixed), 0);
+                if (e) expect_same(other, fixed, m, "large message tables");
+            }
+    free(x), free(fixed), free(other);
 }
 
 /* Encoded size == reported size <= max_bytes for every codec over sizes and seeds;

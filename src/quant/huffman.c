@@ -237,11 +237,15 @@ int qt_huffman_decode_levels(const qt_wire *w, const uint8_t *scales, const uint
     if (kraft > (1u << HUF_MAXLEN) || used == 0) return QT_CODEC_ECORRUPT;
     canonical(len, m, code, first, cnt);
 
-    /* Lookup of the next tb bits: (symbol << 5) | length, 0 for longer codes (and
-     * for prefixes no code has). Longer codes go through the canonical first/cnt. */
-    const int tb = groups >= HUF_BIG_GROUPS ? HUF_TB_BIG : HUF_TB;
-    uint16_t lut[1 << HUF_TB_BIG];
-    memset(lut, 0, sizeof(uint16_t) << tb);
+    /* Lookup of the next tb bits: symbol | 2nd symbol << 8 | 1st length << 16 | both
+     * lengths << 21 | 1 << 26 when two whole codes fit; 0 for longer codes (and for
+     * prefixes no code has), which go through the canonical first/cnt. Pairs only for
+     * large messages: the table is then built twice, once per symbol. */
+    const bool big = groups >= HUF_BIG_GROUPS;
+    const int tb = big ? HUF_TB_BIG : HUF_TB;
+    const uint32_t tmask = (1u << tb) - 1;
+    uint32_t lut[1 << HUF_TB_BIG];
+    memset(lut, 0, sizeof(uint32_t) << tb);
     uint8_t sorted[HUF_MAXSYM];
     uint32_t offs[HUF_MAXLEN + 2];
     offs[1] = 0;
@@ -255,8 +259,17 @@ int qt_huffman_decode_levels(const qt_wire *w, const uint8_t *scales, const uint
     for (int i = 0; i < m; i++) {
         if (!len[i] || len[i] > tb) continue;
         uint32_t lo = code[i] << (tb - len[i]), span = 1u << (tb - len[i]);
-        for (uint32_t e = 0; e < span; e++) lut[lo + e] = (uint16_t)((i << 5) | len[i]);
+        uint32_t e = (uint32_t)i | (uint32_t)len[i] << 16 | (uint32_t)len[i] << 21;
+        for (uint32_t j = 0; j < span; j++) lut[lo + j] = e;
     }
+    if (big)
+        for (uint32_t x = 0; x <= tmask; x++) {
+            uint32_t e1 = lut[x], l1 = (e1 >> 16) & 31;
+            if (!e1) continue;
+            uint32_t e2 = lut[(x << l1) & tmask], l2 = (e2 >> 16) & 31;
+            if (e2 && l1 + l2 <= (uint32_t)tb)
+                lut[x] = (e1 & 255) | (e2 & 255) << 8 | l1 << 16 | (l1 + l2) << 21 | 1u << 26;
+        }
     /* The levels of each symbol, 5 slots per symbol so one fixed-size copy serves
      * every group size. */
     int16_t digits[HUF_MAXSYM * 5];
@@ -268,33 +281,39 @@ int qt_huffman_decode_levels(const qt_wire *w, const uint8_t *scales, const uint
         }
     }
 
-    enum { CHUNK_GROUPS = 255 }; /* a multiple of 3: three symbols per refill */
-    int16_t chunk[CHUNK_GROUPS * 5 + 5];
+    enum { CHUNK_GROUPS = 256 };
+    int16_t chunk[CHUNK_GROUPS * 5 + 10];
     size_t i0 = 0;
     for (size_t t = 0; t < groups;) {
         size_t tend = QT_MIN(groups, t + CHUNK_GROUPS);
         int16_t *cq = chunk;
         while (t < tend) {
-            qt_br_refill(&br); /* >= 56 bits: three codes of <= 16 bits */
+            qt_br_refill(&br); /* >= 56 bits: three lookups of <= 16 bits */
             for (int r = 0; r < 3 && t < tend; r++, t++) {
                 uint32_t e = lut[qt_br_peek(&br, tb)];
-                int v;
-                if (e & 31) {
-                    qt_br_skip(&br, (int)(e & 31));
-                    v = (int)(e >> 5);
-                } else {
-                    uint32_t p16 = (uint32_t)qt_br_peek(&br, HUF_MAXLEN);
-                    v = -1;
-                    for (int l = tb + 1; l <= HUF_MAXLEN; l++) {
-                        uint32_t c = p16 >> (HUF_MAXLEN - l);
-                        if (c - first[l] < cnt[l]) {
-                            v = sorted[offs[l] + c - first[l]];
-                            qt_br_skip(&br, l);
-                            break;
-                        }
-                    }
-                    if (v < 0) return QT_CODEC_ECORRUPT;
+                if (e) {
+                    /* one or two symbols without a branch on which (pairs and singles
+                     * mix unpredictably): both copies always, cq and t advance by one
+                     * or two (the chunk has room for the spare copy) */
+                    uint32_t two = (e >> 26) & (t + 1 < tend);
+                    memcpy(cq, digits + (e & 255) * 5, 5 * sizeof *cq);
+                    memcpy(cq + g, digits + ((e >> 8) & 255) * 5, 5 * sizeof *cq);
+                    cq += g + (int)two * g;
+                    t += two;
+                    qt_br_skip(&br, (int)(two ? (e >> 21) & 31 : (e >> 16) & 31));
+                    continue;
                 }
+                uint32_t p16 = (uint32_t)qt_br_peek(&br, HUF_MAXLEN);
+                int v = -1;
+                for (int l = tb + 1; l <= HUF_MAXLEN; l++) {
+                    uint32_t c = p16 >> (HUF_MAXLEN - l);
+                    if (c - first[l] < cnt[l]) {
+                        v = sorted[offs[l] + c - first[l]];
+                        qt_br_skip(&br, l);
+                        break;
+                    }
+                }
+                if (v < 0) return QT_CODEC_ECORRUPT;
                 memcpy(cq, digits + v * 5, 5 * sizeof *cq);
                 cq += g;
             }
