@@ -120,7 +120,11 @@ int model_bn(qt_model *m, const char *name, int in)
 
 int model_relu(qt_model *m, const char *name, int in)
 {
-    model_add_op(m, OP_RELU, name, in, in); /* in place: backward needs only the output */
+    /* BN then ReLU on its output: one fused pass each way (bit-identical to the two). */
+    bool fuse = m->n_ops > 0 && m->ops[m->n_ops - 1].kind == OP_BN && m->ops[m->n_ops - 1].out == in;
+    if (fuse) m->ops[m->n_ops - 1].fused_relu = true;
+    model_op *op = model_add_op(m, OP_RELU, name, in, in); /* in place: backward needs only the output */
+    op->fused_relu = fuse;
     return in;
 }
 

@@ -22,6 +22,8 @@ typedef struct {
     size_t p_off, p_count; /* parameter range in the arenas */
     size_t b_off, b_count; /* buffer range (BN running stats) */
     bool zero_gamma;       /* BN: zero_init_residual target */
+    bool fused_relu;       /* BN: the next op is an in-place ReLU on its output, run fused;
+                              RELU: done by the BN before it (skipped) */
     qt_conv conv;
     qt_bn bn;
     qt_maxpool pool;

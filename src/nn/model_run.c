@@ -39,8 +39,13 @@ float qt_model_forward(qt_model *m, const float *x, const int32_t *labels, int n
         model_slot *in = &m->slots[op->in], *out = &m->slots[op->out];
         switch (op->kind) {
         case OP_CONV: qt_conv_forward(&op->conv, in->data, out->data, n, in->h, in->w, m->ws); break;
-        case OP_BN: qt_bn_forward(&op->bn, in->data, out->data, n, in->h * in->w, train); break;
-        case OP_RELU: qt_relu_forward(in->data, out->data, slot_elems(in) * (size_t)n); break;
+        case OP_BN:
+            if (op->fused_relu) qt_bn_relu_forward(&op->bn, in->data, out->data, n, in->h * in->w, train);
+            else qt_bn_forward(&op->bn, in->data, out->data, n, in->h * in->w, train);
+            break;
+        case OP_RELU:
+            if (!op->fused_relu) qt_relu_forward(in->data, out->data, slot_elems(in) * (size_t)n);
+            break;
         case OP_MAXPOOL:
             qt_maxpool_forward(&op->pool, in->data, out->data, op->argmax, n, in->c, in->h, in->w);
             break;
@@ -106,8 +111,15 @@ void qt_model_backward(qt_model *m, qt_grad_ready_fn ready, void *ctx)
         case OP_CONV:
             qt_conv_backward(&op->conv, in->data, out->grad, dx, n, in->h, in->w, m->ws);
             break;
-        case OP_BN: qt_bn_backward(&op->bn, in->data, out->grad, dx, n, in->h * in->w); break;
-        case OP_RELU: qt_relu_backward(out->data, out->grad, out->grad, slot_elems(out) * (size_t)n); break;
+        case OP_BN:
+            if (op->fused_relu)
+                qt_bn_relu_backward(&op->bn, in->data, out->data, out->grad, dx, n, in->h * in->w);
+            else
+                qt_bn_backward(&op->bn, in->data, out->grad, dx, n, in->h * in->w);
+            break;
+        case OP_RELU:
+            if (!op->fused_relu) qt_relu_backward(out->data, out->grad, out->grad, slot_elems(out) * (size_t)n);
+            break;
         case OP_MAXPOOL:
             qt_maxpool_backward(&op->pool, out->grad, op->argmax, dx, n, in->c, in->h, in->w);
             break;
