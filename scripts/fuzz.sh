@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# `make fuzz`: builds fuzz/fuzz_decode.c (libFuzzer + ASan + UBSan, clang) against
-# src/core/qt.c and src/quant/*.c, seeds a corpus with valid streams of every codec and
-# encoding, and fuzzes qt_codec_decode_add for QT_FUZZ_SECONDS (default 20). Exit status
-# non-zero on a crash, a sanitizer report or a build failure. Installs libclang-rt-14-dev
+# `make fuzz`: builds the libFuzzer targets (clang, ASan + UBSan) and runs each for
+# QT_FUZZ_SECONDS (default 20): fuzz/fuzz_decode.c (qt_codec_decode_add of every codec and
+# encoding, seeded with valid streams), fuzz/fuzz_image.c (content sniffing, PNG and JPEG
+# decode, resampling) and fuzz/fuzz_htk.c (HTK header, SCP, label list and MLF parsers).
+# Exit status non-zero on a crash, a sanitizer report or a build failure. Installs libclang-rt-14-dev
 # (the libFuzzer runtime) when clang cannot link -fsanitize=fuzzer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,4 +38,22 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
     exit 1
 }
 grep -E "stat::number_of_executed_units|stat::peak_rss_mb" "$OUT/fuzz.log" || true
+
+# The data readers: image decode path and HTK/MLF parsers (libpng, TurboJPEG).
+DATA_SRC=(src/core/qt.c $(ls src/data/*.c | grep -v -e gen_ -e loader -e ring))
+DATA_LIBS=($(pkg-config --libs libpng libturbojpeg 2>/dev/null || echo -lpng16 -lturbojpeg) -lm -lpthread)
+DATA_FLAGS=("${FLAGS[@]}" $(pkg-config --cflags libpng libturbojpeg 2>/dev/null))
+for target in fuzz_image fuzz_htk; do
+    "$CLANG" "${DATA_FLAGS[@]}" -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+        "${DATA_SRC[@]}" "fuzz/$target.c" -o "$OUT/$target" "${DATA_LIBS[@]}"
+    mkdir -p "$OUT/corpus-$target"
+    echo "fuzz: $target for ${SECONDS_TO_RUN}s"
+    "$OUT/$target" -max_total_time="$SECONDS_TO_RUN" -max_len=65536 -print_final_stats=1 \
+        -artifact_prefix="$OUT/$target-" "$OUT/corpus-$target" 2>"$OUT/$target.log" || {
+        tail -40 "$OUT/$target.log" >&2
+        echo "FAILED: fuzz: $target crashed; the input is in $OUT/$target-crash-*" >&2
+        exit 1
+    }
+    grep -E "stat::number_of_executed_units" "$OUT/$target.log" || true
+done
 echo "fuzz: ok"
