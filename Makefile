@@ -64,7 +64,7 @@ $(BUILD)/%.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
 
-.PHONY: all deps test test-run sanitize quickstart bench fuzz cuda-check clean
+.PHONY: FORCE all deps test test-run sanitize quickstart bench fuzz cuda-check clean
 all: train quantbench $(TEST_BIN) $(TOOL_BIN)
 
 deps:
@@ -78,14 +78,18 @@ $(LIB): $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-train: $(BUILD)/src/train.o $(LIB)
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+# ./train and ./quantbench are relinked on every make: the same names serve every BUILD
+# (plain, SAN=1), so a stale sanitizer binary never lingers after `make sanitize`.
+train: $(BUILD)/src/train.o $(LIB) FORCE
+	$(CC) $(CFLAGS) -o $@ $(filter-out FORCE,$^) $(LDLIBS)
 
 $(BUILD)/tools/%: $(BUILD)/tools/%.o $(LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-quantbench: $(BUILD)/tools/quantbench
+quantbench: $(BUILD)/tools/quantbench FORCE
 	cp $< $@
+
+FORCE:
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) -lcmocka

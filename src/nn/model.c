@@ -70,7 +70,7 @@ model_op *model_add_op(qt_model *m, model_op_kind kind, const char *name, int in
 
 int model_conv(qt_model *m, const char *name, int in, int c_out, int k, int stride, int pad)
 {
-    const model_slot *s = &m->slots[in];
+    const model_slot in_slot = m->slots[in], *s = &in_slot; /* a copy: adding a slot may move the array */
     qt_conv cv = {.c_in = s->c, .c_out = c_out, .kh = k, .kw = k, .stride = stride, .pad = pad};
     int oh, ow;
     qt_conv_out_hw(&cv, s->h, s->w, &oh, &ow);
@@ -107,7 +107,7 @@ void qt_model_set_step(qt_model *m, uint64_t seed, uint32_t step)
 int model_bn(qt_model *m, const char *name, int in)
 {
     if (!m->opts.batchnorm) return in; /* [model] batchnorm = false */
-    const model_slot *s = &m->slots[in];
+    const model_slot in_slot = m->slots[in], *s = &in_slot; /* a copy: adding a slot may move the array */
     int out = model_add_slot(m, s->c, s->h, s->w);
     model_op *op = model_add_op(m, OP_BN, name, in, out);
     op->bn.c = s->c;
@@ -139,7 +139,7 @@ int model_add(qt_model *m, const char *name, int a, int b)
 
 int model_maxpool(qt_model *m, const char *name, int in, int k, int stride, int pad)
 {
-    const model_slot *s = &m->slots[in];
+    const model_slot in_slot = m->slots[in], *s = &in_slot; /* a copy: adding a slot may move the array */
     qt_maxpool p = {.k = k, .stride = stride, .pad = pad};
     int oh, ow;
     qt_maxpool_out_hw(&p, s->h, s->w, &oh, &ow);
@@ -158,7 +158,7 @@ int model_gap(qt_model *m, const char *name, int in)
 
 int model_linear(qt_model *m, const char *name, int in, int n_out)
 {
-    const model_slot *s = &m->slots[in];
+    const model_slot in_slot = m->slots[in], *s = &in_slot; /* a copy: adding a slot may move the array */
     int out = model_add_slot(m, n_out, 1, 1);
     model_op *op = model_add_op(m, OP_LINEAR, name, in, out);
     op->fc.in = s->c * s->h * s->w;

@@ -19,8 +19,7 @@
 static int basic_block(qt_model *m, const char *name, int x, int planes, int stride)
 {
     char n[64];
-    const model_slot *s = &m->slots[x];
-    bool down = stride != 1 || s->c != planes;
+    bool down = stride != 1 || m->slots[x].c != planes;
     snprintf(n, sizeof n, "%s.conv1", name);
     int y = model_conv(m, n, x, planes, 3, stride, 1);
     snprintf(n, sizeof n, "%s.bn1", name);
@@ -49,8 +48,7 @@ static int bottleneck(qt_model *m, const char *name, int x, int planes, int stri
 {
     char n[64];
     const int expansion = 4;
-    const model_slot *s = &m->slots[x];
-    bool down = stride != 1 || s->c != planes * expansion;
+    bool down = stride != 1 || m->slots[x].c != planes * expansion;
     snprintf(n, sizeof n, "%s.conv1", name);
     int y = model_conv(m, n, x, planes, 1, 1, 0);
     snprintf(n, sizeof n, "%s.bn1", name);
