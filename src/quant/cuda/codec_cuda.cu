@@ -45,6 +45,7 @@ static bool kernel_path(const qt_codec_params *p)
     case QT_CODEC_QSGD:
     case QT_CODEC_ECQ:
     case QT_CODEC_TERNGRAD: return p->encoding == QT_ENC_FIXED;
+    case QT_CODEC_TOPK: return true; /* the index coding on the host, see topk_cuda.cu */
     default: return false;
     }
 }
@@ -121,6 +122,7 @@ static size_t scratch_need(const qt_cuda_codec *c, const qt_wire *w)
 {
     if (!c->gpu) return 0;
     if (w->method == QT_CODEC_ONEBIT) return qtc_onebit_scratch_bytes(w);
+    if (w->method == QT_CODEC_TOPK) return qtc_topk_scratch_bytes(w);
     if (w->method == QT_CODEC_QSGD || w->method == QT_CODEC_ECQ || w->method == QT_CODEC_TERNGRAD)
         return qtc_levels_scratch_bytes(w, &c->p);
     return 0;
@@ -136,6 +138,13 @@ extern "C" int qt_cuda_codec_reserve(qt_cuda_codec *c, size_t n)
 static int grow_host(qt_cuda_codec *c, size_t bytes)
 {
     if (bytes <= c->host_bytes) return 0;
+    if (c->emu) {
+        free(c->host);
+        c->host = qt_malloc(bytes);
+        c->host_bytes = bytes;
+        return 0;
+    }
+    CUDA_CHECK(cudaDeviceSynchronize()); /* copies in flight may use the old staging */
     if (c->host) (void)cudaFreeHost(c->host);
     c->host = NULL;
     c->host_bytes = 0;
@@ -216,10 +225,15 @@ extern "C" int qt_cuda_codec_encode(qt_cuda_codec *c, cudaStream_t stream, const
     if (!c || qt_wire_resolve(&c->p, n, &w) != QT_CODEC_OK || !out_bytes || !out || (n && !g))
         return QT_CODEC_EINVAL;
     if (!c->gpu) return host_encode(c, stream, g, residual, n, step, rank, elem_offset, out, cap, out_bytes);
-    const size_t total = qt_codec_max_bytes(&c->p, n); /* exact for the fixed layouts */
-    if (cap < total) return QT_CODEC_ENOSPC;
     if (grow(c, &c->scratch, &c->scratch_bytes, scratch_need(c, &w), "codec scratch")) return -1;
     const qtc_exec ex = {stream, c->emu};
+    if (w.method == QT_CODEC_TOPK) {
+        if (cap < QT_CODEC_HEADER_BYTES) return QT_CODEC_ENOSPC;
+        if (grow_host(c, qtc_topk_host_bytes(&w))) return -1;
+        return qtc_topk_encode(ex, &w, g, residual, out, cap, c->scratch, c->host, out_bytes);
+    }
+    const size_t total = qt_codec_max_bytes(&c->p, n); /* exact for the fixed layouts */
+    if (cap < total) return QT_CODEC_ENOSPC;
     int rc;
     switch (w.method) {
     case QT_CODEC_NONE:
@@ -254,10 +268,20 @@ extern "C" int qt_cuda_codec_decode_sum(qt_cuda_codec *c, cudaStream_t stream, i
         st = (int *)c->status;
     }
     if (qtc_memset(ex, st, 0, (size_t)count * sizeof(int))) return -1;
-    if (!c->gpu) {
-        /* the host path works on host status words, then stores them */
+    const bool topk = w.method == QT_CODEC_TOPK;
+    if (!c->gpu || topk) {
+        /* these paths produce host status words, then store them */
         int *hst = (int *)qt_calloc((size_t)(count ? count : 1), sizeof(int));
-        int rc = host_decode(c, stream, count, in, len, n, scale, zero_first, out, c->emu ? st : hst);
+        int rc;
+        if (topk) {
+            rc = grow(c, &c->scratch, &c->scratch_bytes, scratch_need(c, &w), "codec scratch");
+            if (rc == 0) rc = grow_host(c, qtc_topk_decode_host_bytes(&w, len, count));
+            if (rc == 0)
+                rc = qtc_topk_decode(ex, &w, count, in, len, scale, zero_first, out, c->emu ? st : hst,
+                                     c->scratch, c->host);
+        } else {
+            rc = host_decode(c, stream, count, in, len, n, scale, zero_first, out, c->emu ? st : hst);
+        }
         if (rc == 0 && !c->emu && count) {
             cudaError_t e = cudaMemcpyAsync(st, hst, (size_t)count * sizeof(int), cudaMemcpyHostToDevice, stream);
             if (e == cudaSuccess) e = cudaStreamSynchronize(stream);

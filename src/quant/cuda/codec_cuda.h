@@ -11,12 +11,14 @@
  *   GPU kernels: none, fp16, bf16, onebit, and qsgd/ecq/terngrad with fixed packing
  *                (the defaults), encode and decode, one fused pass where the bucket
  *                layout allows (src/quant/cuda/levels_cuda.cu says when).
- *   host:        topk and the elias/huffman encodings. Their streams are one sequential
- *                bit or varint stream per message with no per-bucket offsets, so a
- *                decoder cannot split them across threads without a format change; the
- *                codec copies the slice to pinned host memory, runs the CPU codec, and
- *                copies the result back, synchronising the stream. qt_cuda_codec_on_gpu()
- *                tells which path a codec takes.
+ *   topk:        selection, values, residual and the decode scatter on the GPU; the k
+ *                indices (k = ratio * n) are coded and parsed on the host, since their
+ *                varint / Elias stream is sequential. These calls synchronise the stream.
+ *   host:        the elias and huffman encodings of qsgd/ecq/terngrad: one MSB-first bit
+ *                stream per message with no per-bucket offsets, so a decoder cannot split
+ *                it across threads without a format change. The codec copies the slice to
+ *                pinned host memory, runs the CPU codec and copies the result back,
+ *                synchronising the stream. qt_cuda_codec_on_gpu() is false for these.
  *
  * Pointers: g, residual, out, in[] and the decode target are device pointers (host
  * pointers for an emulated codec); float arrays 4-byte aligned, byte streams at any
@@ -58,15 +60,16 @@ int qt_cuda_codec_create_emulated(const qt_codec_params *p, qt_cuda_codec **out)
 void qt_cuda_codec_destroy(qt_cuda_codec *c);
 
 const qt_codec_params *qt_cuda_codec_params(const qt_cuda_codec *c);
-/* True when encode and decode run as GPU kernels (false: the host path described above). */
+/* False for the host path above (elias, huffman): the slice itself travels to the host. */
 bool qt_cuda_codec_on_gpu(const qt_cuda_codec *c);
 /* Allocates the scratch that calls on slices of up to n elements need (0 or -1). */
 int qt_cuda_codec_reserve(qt_cuda_codec *c, size_t n);
 
 /* qt_codec_encode on the GPU (arguments as there). *out_bytes is the exact size: known
- * without waiting for the GPU on the kernel path (the fixed layouts); the host path
- * synchronises the stream. Errors found from the sizes alone (EINVAL, ENOSPC) return
- * before anything is launched; the residual is then untouched. */
+ * without waiting for the GPU for the fixed layouts; topk and the host path synchronise
+ * the stream. Errors found from the sizes alone (EINVAL, ENOSPC of the fixed layouts)
+ * return before anything is launched, the residual untouched; topk's ENOSPC (index codes
+ * longer than cap) comes after its residual update, which the CPU also allows. */
 int qt_cuda_codec_encode(qt_cuda_codec *c, cudaStream_t stream, const float *g, float *residual,
                          size_t n, uint32_t step, uint32_t rank, uint64_t elem_offset,
                          uint8_t *out, size_t cap, size_t *out_bytes);

@@ -9,7 +9,9 @@
  * the phases with __syncthreads() between them; qtc_emulate<K> runs the SAME code on the
  * host, block by block, each phase for thread 0..QTC_THREADS-1 in turn. That is a valid
  * schedule of the kernel whenever its threads communicate only through shared memory
- * across a barrier and through atomics, which every kernel here obeys; so the emulated
+ * across a barrier and through atomics whose results are read after a barrier (or by a
+ * later kernel), and no block reads what another block of the same launch writes: every
+ * kernel here obeys that (keep it so when adding one). So the emulated
  * codec (qt_cuda_codec_create_emulated) checks the kernels' indexing, packing and
  * arithmetic against the CPU codecs on machines without a GPU. Warp intrinsics appear
  * only as #ifdef __CUDA_ARCH__ shortcuts that compute what the plain code computes
@@ -18,9 +20,10 @@
  * Float rule (src/quant/wire.h): every float/double operation of the quantizers is one
  * IEEE round-to-nearest operation in the CPU's order. On the device the qf_ and qd_
  * helpers call __fadd_rn/__fmul_rn/__fdiv_rn/__dadd_rn/..., which nvcc never contracts
- * into an FMA and which are exact IEEE operations whatever -use_fast_math or -prec-div
- * say; on the host (emulation) they are the plain operators, which g++ in ISO C++ mode
- * does not contract either.
+ * into an FMA (whatever -fmad says) and which round correctly whatever -prec-div and
+ * -prec-sqrt say. Subnormals must not be flushed: no -ftz=true, hence no -use_fast_math
+ * (the Makefile's NVCCFLAGS use neither). On the host (emulation) the helpers are the
+ * plain operators, which g++ in ISO C++ mode (-std=c++17) does not contract either.
  */
 #ifndef QT_QUANT_CUDA_CODEC_CUDA_INTERNAL_H
 #define QT_QUANT_CUDA_CODEC_CUDA_INTERNAL_H
@@ -54,6 +57,13 @@ enum {
     QTC_LANES = 16,        /* the binary64 lane sums of quantizer.h */
     QTC_MAX_STREAMS = 32   /* received streams per decode launch */
 };
+
+/* Shared tiles of floats are stored padded, element j at QTC_PAD(j): thread t's group
+ * [8t, 8t + 8) then starts in bank (8t + t/4) % 32, so the 32 threads of a warp reading
+ * element jj of their groups hit 32 different banks (unpadded: 8-way conflicts), and a
+ * warp reading 32 consecutive elements still hits 32 banks. */
+#define QTC_PAD(j) ((j) + ((j) >> 5))
+enum { QTC_TILE_PAD = QTC_TILE + QTC_TILE / 32 };
 
 /* ---- the phase runner ---- */
 
@@ -155,6 +165,25 @@ QTC_HD float qtc_float(uint32_t u)
 #endif
 }
 
+/* x86 NaN results, for values the CPU codecs write into a stream (onebit means, topk
+ * values) or feed back through a residual into one. On x86-64 an SSE/AVX operation with a
+ * NaN operand returns the first NaN operand, quieted; an invalid operation (inf - inf)
+ * returns the default NaN 0xffc00000. A GPU returns 0x7fffffff in every such case. r is
+ * the GPU's result of (a op b); this returns what an x86 CPU returns. It equals the CPU
+ * codec's bytes whenever at most one operand is NaN (then the compiled operand order
+ * does not matter); in the emulation it is the identity. */
+QTC_HD float qtc_x86_nan(float r, float a, float b)
+{
+    if (!(r != r)) return r;
+    const uint32_t ua = qtc_bits(a), ub = qtc_bits(b);
+    if ((ua & 0x7fffffffu) > 0x7f800000u) return qtc_float(ua | 0x00400000u);
+    if ((ub & 0x7fffffffu) > 0x7f800000u) return qtc_float(ub | 0x00400000u);
+    return qtc_float(0xffc00000u);
+}
+QTC_HD float qf_add_x86(float a, float b) { return qtc_x86_nan(qf_add(a, b), a, b); }
+QTC_HD float qf_sub_x86(float a, float b) { return qtc_x86_nan(qf_sub(a, b), a, b); }
+QTC_HD bool qtc_isnan_bits(uint32_t u) { return (u & 0x7fffffffu) > 0x7f800000u; }
+
 /* ---- atomics (plain operations in the emulation, which runs one thread at a time) ---- */
 QTC_HD void qtc_atomic_max(uint32_t *p, uint32_t v)
 {
@@ -162,6 +191,14 @@ QTC_HD void qtc_atomic_max(uint32_t *p, uint32_t v)
     atomicMax((unsigned *)p, (unsigned)v);
 #else
     if (v > *p) *p = v;
+#endif
+}
+QTC_HD void qtc_atomic_add(uint32_t *p, uint32_t v)
+{
+#ifdef __CUDA_ARCH__
+    atomicAdd((unsigned *)p, (unsigned)v);
+#else
+    *p += v;
 #endif
 }
 /* Records err in *status unless an error is already there (the first one stays). */
@@ -229,6 +266,10 @@ QTC_HD void qtc_st_bytes(uint8_t *p, uint64_t lo, uint64_t hi, int nbytes)
 {
 #ifdef __CUDA_ARCH__
     const uintptr_t a = (uintptr_t)p;
+    if (nbytes == 2 && (a & 1) == 0) {
+        *(uint16_t *)p = (uint16_t)lo;
+        return;
+    }
     if (nbytes == 4 && (a & 3) == 0) {
         *(uint32_t *)p = (uint32_t)lo;
         return;
@@ -397,6 +438,19 @@ int qtc_float_encode(const qtc_exec &ex, const qt_wire *w, const float *g, uint8
 /* onebit. */
 int qtc_onebit_encode(const qtc_exec &ex, const qt_wire *w, const float *g, float *residual,
                       uint8_t *out, void *scratch);
+
+/* topk: scratch on the device and pinned staging on the host, in bytes. */
+size_t qtc_topk_scratch_bytes(const qt_wire *w);
+size_t qtc_topk_host_bytes(const qt_wire *w);
+size_t qtc_topk_decode_host_bytes(const qt_wire *w, const size_t *len, int count);
+/* topk encode (cap >= 16): synchronises ex.stream; ENOSPC when the stream exceeds cap. */
+int qtc_topk_encode(const qtc_exec &ex, const qt_wire *w, const float *g, float *residual,
+                    uint8_t *out, size_t cap, void *scratch, void *host, size_t *out_bytes);
+/* topk decode of count streams in order; hstatus: host status words (0s), the first
+ * failing stream's code stops it. Synchronises ex.stream. */
+int qtc_topk_decode(const qtc_exec &ex, const qt_wire *w, int count, const uint8_t *const *in,
+                    const size_t *len, float f, bool zero_first, float *out, int *hstatus,
+                    void *scratch, void *host);
 
 /* Decode of `count` (<= QTC_MAX_STREAMS) fixed-layout streams of n elements each:
  * out[i] = (zero_first ? 0 : out[i]) + f*v_0[i] + f*v_1[i] + ..., added in stream order;

@@ -52,7 +52,7 @@ QTC_HD float lv_x(bool ecq_h, float alpha, float g, float h)
 struct lv_enc {
     enum { PHASES = 5 };
     struct Shared {
-        float g[QTC_TILE], h[QTC_TILE];
+        float g[QTC_TILE_PAD], h[QTC_TILE_PAD]; /* element j at QTC_PAD(j) */
         uint32_t m[QTC_TILE + 2]; /* scale bits of the tile's buckets (fused: max |x| first) */
     };
     const float *g;
@@ -79,7 +79,7 @@ struct lv_enc {
         case 3: quantize(sh, t, tl); break;
         default:
             if (h)
-                for (uint32_t j = t.tid; j < tl.len; j += QTC_THREADS) h[tl.e0 + j] = sh.h[j];
+                for (uint32_t j = t.tid; j < tl.len; j += QTC_THREADS) h[tl.e0 + j] = sh.h[QTC_PAD(j)];
             break;
         }
     }
@@ -103,10 +103,10 @@ struct lv_enc {
             float gv = 0.0f, hv = 0.0f;
             if (valid) {
                 gv = g[tl.e0 + j];
-                sh.g[j] = gv;
+                sh.g[QTC_PAD(j)] = gv;
                 if (h) {
                     hv = h[tl.e0 + j];
-                    sh.h[j] = hv;
+                    sh.h[QTC_PAD(j)] = hv;
                 }
             }
             if (mode == LV_FUSED) {
@@ -139,8 +139,8 @@ struct lv_enc {
         QTC_UNROLL
         for (int jj = 0; jj < 8; jj++) {
             if (jj >= cnt) continue; /* not break: keeps the loop unrolled, r[] in registers */
-            const uint32_t l = l0 + (uint32_t)jj;
-            const float gv = sh.g[l], hv = h ? sh.h[l] : 0.0f;
+            const uint32_t l = l0 + (uint32_t)jj, lp = QTC_PAD(l);
+            const float gv = sh.g[lp], hv = h ? sh.h[lp] : 0.0f;
             float x = lv_x(ecq && h, alpha, gv, hv);
             const float m = qtc_float(sh.m[qtc_local_bucket(tl, l)]);
             int q = 0;
@@ -155,7 +155,7 @@ struct lv_enc {
             if (ecq && h) {
                 const float unit = qf_div(m, sf);
                 const float v = qf_mul((float)q, unit);
-                sh.h[l] = qf_add(qf_mul(beta, hv), qf_sub(gv, v));
+                sh.h[lp] = qf_add(qf_mul(beta, hv), qf_sub(gv, v));
             }
         }
         uint8_t *codes = out + QT_CODEC_HEADER_BYTES + 4 * (uint64_t)nb;

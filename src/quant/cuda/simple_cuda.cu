@@ -54,16 +54,15 @@ int qtc_float_encode(const qtc_exec &ex, const qt_wire *w, const float *g, uint8
     return qtc_launch(ex, k, grid ? grid : 1);
 }
 
-/* A mean is NaN only when its part holds a NaN. The GPU's arithmetic returns its own
- * canonical NaN (0x7fffffff) where the CPU propagates the input's NaN payload, so the
- * stream would depend on the device; both write the quiet NaN 0x7fc00000 instead. This
- * equals the CPU's bytes when the gradient's NaNs are 0x7fc00000 (what C's NAN and most
- * frameworks produce); onebit.c does not canonicalise, so a NaN with another payload
- * (e.g. x86's default NaN 0xffc00000 from inf - inf) gives other bytes there. */
-QTC_HD uint32_t ob_nan_bits(float m)
+/* NaN means: a mean is NaN when its part holds a NaN x (x = g + h, NaN counts as
+ * negative). The CPU's binary64 sums propagate the NaN payload (x86: the first NaN
+ * operand wins: within a lane the first NaN in index order, across lanes the tree's
+ * left operand), where the GPU's adds return their canonical NaN. So each lane also
+ * records its first NaN x, the tree picks lanes as the CPU's does, and a NaN mean takes
+ * that NaN's bits, quieted (float -> double -> float keeps the payload). */
+QTC_HD uint32_t ob_pick_nan(uint32_t left, uint32_t right)
 {
-    const uint32_t u = qtc_bits(m);
-    return (u & 0x7fffffffu) > 0x7f800000u ? 0x7fc00000u : u;
+    return qtc_isnan_bits(left) ? left : right;
 }
 
 /* Bucket k = 16*block + tid/16; lane tid%16 sums x >= 0 and x < 0 of its lane. */
@@ -71,7 +70,7 @@ struct ob_lanes {
     enum { PHASES = 2 };
     struct Shared {
         double sp[QTC_THREADS], sn[QTC_THREADS];
-        uint32_t cp[QTC_THREADS];
+        uint32_t cp[QTC_THREADS], nan[QTC_THREADS];
     };
     const float *g, *h;
     uint32_t *means; /* scratch: bits of (positive mean, negative mean) per bucket */
@@ -87,36 +86,42 @@ struct ob_lanes {
         const uint32_t blen = (uint32_t)(n - b0 < d ? n - b0 : d);
         if (ph == 0) {
             double sp = 0.0, sn = 0.0;
-            uint32_t cp = 0;
+            uint32_t cp = 0, nan = 0;
             for (uint32_t j = lane; j < blen; j += QTC_LANES) {
-                const float x = h ? qf_add(g[b0 + j], h[b0 + j]) : g[b0 + j];
+                const float x = h ? qf_add_x86(g[b0 + j], h[b0 + j]) : g[b0 + j];
                 const bool pos = x >= 0.0f;
                 sp = qd_add(sp, pos ? (double)x : 0.0);
                 sn = qd_add(sn, pos ? 0.0 : (double)x);
                 cp += pos;
+                nan = ob_pick_nan(nan, qtc_bits(x));
             }
             sh.sp[t.tid] = sp;
             sh.sn[t.tid] = sn;
             sh.cp[t.tid] = cp;
+            sh.nan[t.tid] = nan;
             return;
         }
         if (lane != 0) return;
         double sp[QTC_LANES], sn[QTC_LANES];
-        uint32_t cp = 0;
+        uint32_t cp = 0, nan[QTC_LANES];
         for (int l = 0; l < QTC_LANES; l++) {
             sp[l] = sh.sp[t.tid + l];
             sn[l] = sh.sn[t.tid + l];
             cp += sh.cp[t.tid + l];
+            nan[l] = sh.nan[t.tid + l];
         }
         for (int w = QTC_LANES / 2; w >= 1; w /= 2)
             for (int l = 0; l < w; l++) {
                 sp[l] = qd_add(sp[l], sp[l + w]);
                 sn[l] = qd_add(sn[l], sn[l + w]);
+                nan[l] = ob_pick_nan(nan[l], nan[l + w]);
             }
         const uint32_t cn = blen - cp;
         const float mp = cp ? qd_to_f(qd_div(sp[0], (double)cp)) : 0.0f;
         const float mn = cn ? qd_to_f(qd_div(sn[0], (double)cn)) : 0.0f;
-        const uint32_t up = ob_nan_bits(mp), un = ob_nan_bits(mn);
+        /* only the negative part can hold a NaN (NaN >= 0 is false) */
+        const uint32_t up = qtc_bits(mp);
+        const uint32_t un = qtc_isnan_bits(qtc_bits(mn)) ? nan[0] | 0x00400000u : qtc_bits(mn);
         means[2 * (uint64_t)k] = up;
         means[2 * (uint64_t)k + 1] = un;
         uint8_t *pair = out + QT_CODEC_HEADER_BYTES + 8 * (uint64_t)k;
@@ -128,7 +133,7 @@ struct ob_lanes {
 struct ob_bits {
     enum { PHASES = 3 };
     struct Shared {
-        float g[QTC_TILE], h[QTC_TILE];
+        float g[QTC_TILE_PAD], h[QTC_TILE_PAD]; /* element j at QTC_PAD(j) */
     };
     const float *g;
     float *h;
@@ -144,8 +149,8 @@ struct ob_bits {
         if (ph == 0) {
             if (t.block == 0 && t.tid < QT_CODEC_HEADER_BYTES) out[t.tid] = hdr.b[t.tid];
             for (uint32_t j = t.tid; j < tl.len; j += QTC_THREADS) {
-                sh.g[j] = g[tl.e0 + j];
-                if (h) sh.h[j] = h[tl.e0 + j];
+                sh.g[QTC_PAD(j)] = g[tl.e0 + j];
+                if (h) sh.h[QTC_PAD(j)] = h[tl.e0 + j];
             }
         } else if (ph == 1) {
             const uint32_t l0 = 8 * t.tid;
@@ -153,18 +158,18 @@ struct ob_bits {
             const uint32_t cnt = tl.len - l0 < 8 ? tl.len - l0 : 8;
             unsigned byte = 0;
             for (uint32_t jj = 0; jj < cnt; jj++) {
-                const uint32_t l = l0 + jj;
-                const float x = h ? qf_add(sh.g[l], sh.h[l]) : sh.g[l];
+                const uint32_t l = l0 + jj, lp = QTC_PAD(l);
+                const float x = h ? qf_add_x86(sh.g[lp], sh.h[lp]) : sh.g[lp];
                 const bool pos = x >= 0.0f;
                 byte |= (unsigned)pos << jj;
-                if (h) {
+                if (h) { /* the residual feeds the next step's means: x86 NaNs here too */
                     const uint64_t k = tl.kf + qtc_local_bucket(tl, l);
-                    sh.h[l] = qf_sub(x, qtc_float(means[2 * k + (pos ? 0 : 1)]));
+                    sh.h[lp] = qf_sub_x86(x, qtc_float(means[2 * k + (pos ? 0 : 1)]));
                 }
             }
             out[QT_CODEC_HEADER_BYTES + 8 * (uint64_t)nb + (tl.e0 + l0) / 8] = (uint8_t)byte;
         } else if (h) {
-            for (uint32_t j = t.tid; j < tl.len; j += QTC_THREADS) h[tl.e0 + j] = sh.h[j];
+            for (uint32_t j = t.tid; j < tl.len; j += QTC_THREADS) h[tl.e0 + j] = sh.h[QTC_PAD(j)];
         }
     }
 };
