@@ -697,6 +697,7 @@ static int run(trainer *t, const cli_args *a)
     const qt_param_span *sp = qt_model_spans(t->model, &n_spans);
     if (qt_world_check_same(t->world, sp, (size_t)n_spans * sizeof *sp, "model layout") < 0) return -1;
     qt_model_alloc(t->model, c->data.batch);
+    qt_model_set_debug(t->model, c->train.debug_layers && t->rank == 0);
     qt_model_init(t->model, c->train.seed);
     build_groups(t);
     t->n_opt_state = qt_optim_state_floats(&c->optim, t->n_params);

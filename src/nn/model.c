@@ -98,6 +98,8 @@ int model_dropout(qt_model *m, const char *name, int in, float p)
     return in;
 }
 
+void qt_model_set_debug(qt_model *m, bool on) { m->debug = on; }
+
 void qt_model_set_step(qt_model *m, uint64_t seed, uint32_t step)
 {
     m->rng_seed = seed;

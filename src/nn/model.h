@@ -81,6 +81,10 @@ void qt_model_init(qt_model *m, uint64_t seed);
  * them instead of storing them. */
 void qt_model_set_step(qt_model *m, uint64_t seed, uint32_t step);
 
+/* train.debug_layers: print each op's mean |output| in forward and mean |gradient| of its
+ * output in backward on stderr (to find where a NaN or an explosion starts). */
+void qt_model_set_debug(qt_model *m, bool on);
+
 /* Forward pass of n samples x [n][c][h][w] with labels; returns the mean loss.
  * train: BN uses batch statistics (and updates running stats) and activations are kept
  * for backward. correct1/correct5 (may be NULL) receive the top-1/top-5 hit counts. */

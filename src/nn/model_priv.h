@@ -53,6 +53,7 @@ struct qt_model {
     float *probs;          /* softmax output [max_batch][classes] */
     int32_t *labels_copy;
     int last_n;            /* batch of the last training forward */
+    bool debug;            /* qt_model_set_debug */
     uint64_t rng_seed;     /* dropout key (qt_model_set_step) */
     uint32_t rng_step;
     bool last_train;

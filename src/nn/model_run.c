@@ -4,6 +4,8 @@
  * and the shortcut) are accumulated: the first op to reach the slot in backward writes
  * it, later ones write into scratch and add.
  */
+#include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "core/philox.h"
@@ -11,6 +13,14 @@
 #include "nn/model_priv.h"
 
 static size_t slot_elems(const model_slot *s) { return (size_t)s->c * (size_t)s->h * (size_t)s->w; }
+
+/* train.debug_layers: one line per op with the mean |value| of a buffer (NaN shows as nan). */
+static void debug_line(const char *what, const model_op *op, const float *v, size_t count)
+{
+    double s = 0;
+    for (size_t i = 0; i < count; i++) s += fabs((double)v[i]);
+    fprintf(stderr, "debug: %-8s %-28s mean|.| %.6g\n", what, op->name, count ? s / (double)count : 0.0);
+}
 
 /* Inverted dropout, in place: y = x * keep / (1 - p), keep drawn from Philox keyed by
  * (seed, step) and the element's index in the batch; backward recomputes the same mask. */
@@ -59,6 +69,7 @@ float qt_model_forward(qt_model *m, const float *x, const int32_t *labels, int n
             break;
         }
         op->t_fwd = qt_now() - t0;
+        if (m->debug) debug_line("forward", op, out->data, slot_elems(out) * (size_t)n);
     }
     const float *logits = m->slots[m->logits].data;
     int k = m->opts.classes;
@@ -140,6 +151,7 @@ void qt_model_backward(qt_model *m, qt_grad_ready_fn ready, void *ctx)
         }
         if (dx) dx_finish(m, op->in, acc, n);
         op->t_bwd = qt_now() - t0;
+        if (m->debug) debug_line("backward", op, out->grad, slot_elems(out) * (size_t)n);
         if (ready && op->p_count) ready(ctx, op->p_off + op->p_count);
     }
 }
