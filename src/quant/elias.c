@@ -131,8 +131,11 @@ void qt_elias_finish(qt_elias_enc *e, qt_bitwriter *bw, const qt_wire *w)
 }
 
 /* Decoding table over the next DTB bits: every "gap, sign, level" triple whose codes
- * fit in DTB bits, as gap | level << 8 | sign << 16 | length << 24; 0 = decode slowly.
- * Built by enumerating the triples (cheap enough for small messages). */
+ * fit in DTB bits, as length | sign << 6 | level << 7 | gap << 16 (the length in the low
+ * six bits: the bit buffer's shift, on the critical path, takes the entry as it is;
+ * bits 6..14 index the signed level's float in elev); 0 = decode slowly. Used for every
+ * s: wider levels are rare where Elias pays (8-bit levels with l2 scales) and take the
+ * slow path. Built by enumerating the triples (cheap enough for small messages). */
 enum { DTB = 12 };
 
 static void dec_table_init(uint32_t *lut, int s)
@@ -148,8 +151,8 @@ static void dec_table_init(uint32_t *lut, int s)
             for (uint64_t sign = 0; sign < 2; sign++) {
                 uint64_t code = (gc << (1 + ll)) | (sign << ll) | lc;
                 uint32_t lo = (uint32_t)(code << (DTB - total)), span = 1u << (DTB - total);
-                uint32_t e = (uint32_t)g | (uint32_t)a << 8 | (uint32_t)sign << 16 |
-                             (uint32_t)total << 24;
+                uint32_t e = (uint32_t)total | (uint32_t)sign << 6 | (uint32_t)a << 7 |
+                             (uint32_t)g << 16;
                 for (uint32_t j = 0; j < span; j++) lut[lo + j] = e;
             }
         }
@@ -196,11 +199,8 @@ int qt_elias_decode_levels(const qt_wire *w, const uint8_t *scales, const uint8_
 {
     const uint64_t n = w->n, s = (uint64_t)w->s;
     const float sf = (float)w->s;
-    /* Triples only while every level is short (s <= 7): with wider levels a mix of
-     * table and slow decodes mispredicts more than the table saves. */
-    const bool triples = w->s <= 7;
     uint32_t lut[1 << DTB];
-    if (triples) dec_table_init(lut, w->s);
+    dec_table_init(lut, w->s);
     uint16_t *olut = NULL;
     if (n >= OTAB_MIN_N) {
         olut = qt_malloc(sizeof(uint16_t) << OTB);
@@ -209,31 +209,36 @@ int qt_elias_decode_levels(const qt_wire *w, const uint8_t *scales, const uint8_
     qt_bitreader br;
     qt_br_init(&br, stream, len);
     uint64_t last = 0;
-    size_t bstart = 1, bend = 0; /* the current bucket's elements: [bstart, bend) */
+    /* The current bucket ends at bend (positions only grow, so a new bucket is the first
+     * element at or past it). */
+    size_t bend = 0;
+    /* elev[sign | level << 1]: the signed level (a sign branch would mispredict half
+     * the time). */
+    float elev[512];
+    for (int v = 0; v < 256; v++) {
+        elev[2 * v] = (float)v;
+        elev[2 * v + 1] = -(float)v;
+    }
     float unit = 0.0f;
     int rc = QT_CODEC_OK;
     for (;;) {
-        if (triples) {
+        {
             qt_br_refill(&br);
             /* Up to four table triples per refill (each <= 12 of >= 56 bits). Not once
              * the reader has passed the end (zeros would decode as triples). */
             int t = 0;
             for (; t < 4 && !br.phantom; t++) {
                 uint32_t e = lut[qt_br_peek(&br, DTB)];
-                uint64_t pos = last + (e & 255);
+                uint64_t pos = last + (e >> 16);
                 if (!e || pos > n) break; /* slow code, or the terminator */
-                qt_br_skip(&br, (int)(e >> 24));
+                qt_br_skip(&br, (int)(e & 63));
                 size_t i = (size_t)(pos - 1);
-                if (i >= bend || i < bstart) {
+                if (i >= bend) {
                     size_t k = i / w->d;
-                    bstart = k * w->d;
-                    bend = bstart + w->d;
+                    bend = (k + 1) * w->d;
                     unit = qt_load_f32(scales + 4 * k) / sf;
                 }
-                /* the sign as a bit flip: a branch on it mispredicts half the time */
-                uint32_t neg = (e >> 16 & 1) << 31;
-                float qv = qt_bits_f32(qt_f32_bits((float)((e >> 8) & 255)) ^ neg);
-                out[i] += f * (qv * unit);
+                out[i] += f * (elev[(e >> 6) & 511] * unit);
                 last = pos;
             }
             if (t == 4) continue;
@@ -263,10 +268,9 @@ int qt_elias_decode_levels(const qt_wire *w, const uint8_t *scales, const uint8_
             break;
         }
         size_t i = (size_t)(pos - 1);
-        if (i >= bend || i < bstart) {
+        if (i >= bend) {
             size_t k = i / w->d;
-            bstart = k * w->d;
-            bend = bstart + w->d;
+            bend = (k + 1) * w->d;
             unit = qt_load_f32(scales + 4 * k) / sf;
         }
         float qv = qt_bits_f32(qt_f32_bits((float)a) ^ (uint32_t)sign << 31);

@@ -19,10 +19,14 @@
 #include "quant/bitio.h"
 #include "quant/quantizer.h"
 
-/* HUF_TB: lookup bits of the decoder; HUF_TB_BIG for messages of at least HUF_BIG_GROUPS
- * symbols, where filling the larger table (16 KB) is repaid by fewer slow decodes. */
+/* HUF_TB: lookup bits of the decoder (an 8 KB table: larger ones measured slower, L1
+ * being shared with the streams); multi-symbol entries for messages of at least
+ * HUF_BIG_GROUPS symbols, which repay the second pass over the table. */
 enum { HUF_MAXLEN = 16, HUF_MAXSYM = 256 };
-enum { HUF_TB = 11, HUF_TB_BIG = 13, HUF_BIG_GROUPS = 1 << 16 };
+enum { HUF_TB = 11, HUF_BIG_GROUPS = 1 << 16 };
+/* The decoder's fast loop: four lookups per refill (>= 56 bits), and after a slow code
+ * (which refills, then takes <= 16 bits) three more. */
+_Static_assert(4 * HUF_TB <= 56 && 3 * HUF_TB <= 56 - HUF_MAXLEN, "lookup bits");
 
 int qt_huffman_group(int s, int *alphabet)
 {
@@ -210,6 +214,71 @@ void qt_huffman_write(const qt_huffman_enc *h, qt_bitwriter *bw, const int16_t *
     for (size_t i = 0; i < t; i++) qt_bw_put(bw, h->code[sym[i]], h->len[sym[i]]);
 }
 
+/* Decoder state that the slow path needs: canonical first/cnt per length, the symbols
+ * sorted by (length, symbol) and where each length starts among them; limit[l] = one past
+ * the last code of length l, as a 16-bit left-justified value (non-decreasing in l). */
+typedef struct {
+    uint32_t first[HUF_MAXLEN + 1], cnt[HUF_MAXLEN + 1], offs[HUF_MAXLEN + 2];
+    uint32_t limit[HUF_MAXLEN + 1];
+    uint8_t sorted[HUF_MAXSYM];
+    int tb;
+} huf_dec;
+
+/* One symbol whose code is longer than tb bits (the table had no entry); -1 if no code
+ * matches. Refills for itself. Canonical codes of a longer length are larger numbers
+ * when left-justified, so the length is tb + 1 plus the count of longer lengths whose
+ * codes all lie below the next 16 bits (no branch per length). */
+static int huf_slow(qt_bitreader *br, const huf_dec *d)
+{
+    qt_br_refill(br);
+    uint32_t p16 = (uint32_t)qt_br_peek(br, HUF_MAXLEN);
+    int l = d->tb + 1;
+    for (int k = d->tb + 1; k <= HUF_MAXLEN; k++) l += p16 >= d->limit[k];
+    if (l > HUF_MAXLEN) return -1;
+    uint32_t c = (p16 >> (HUF_MAXLEN - l)) - d->first[l];
+    if (c >= d->cnt[l]) return -1;
+    qt_br_skip(br, l);
+    return d->sorted[d->offs[l] + c];
+}
+
+/* Adds the levels of `k` symbols of group size G (expanded through `digits`, 8 slots per
+ * symbol so one fixed-size copy serves each G) to out[i0..]: `cnt_el` elements; the
+ * padding levels past them must be zero. 0 or QT_CODEC_ECORRUPT. */
+static inline __attribute__((always_inline)) int
+huf_add_g(const qt_wire *w, const uint8_t *scales, const int16_t *digits, const uint8_t *sym,
+          size_t k, int G, size_t i0, size_t cnt_el, float f, float *out, int16_t *lv)
+{
+    int16_t *cq = lv;
+    for (size_t j = 0; j < k; j++) {
+        /* copy a power of two >= G; the buffer has room for the overhang */
+        memcpy(cq, digits + 8 * sym[j], (G == 1 ? 1 : G == 2 ? 2 : G == 3 ? 4 : 8) * sizeof *cq);
+        cq += G;
+    }
+    for (size_t j = cnt_el; j < k * (size_t)G; j++)
+        if (lv[j] != 0) return QT_CODEC_ECORRUPT;
+    qt_levels_add(w, scales, lv, i0, cnt_el, f, out);
+    return 0;
+}
+
+/* g == 1: the level is sym - s; scale-and-add straight from the symbols (the same
+ * float expression as qt_levels_add, so the same values). */
+static void huf_add_1(const qt_wire *w, const uint8_t *scales, const uint8_t *sym, size_t i0,
+                      size_t len, float f, float *out)
+{
+    const float sf = (float)w->s;
+    const int s = w->s;
+    const size_t end = i0 + len;
+    for (size_t i = i0; i < end;) {
+        size_t k = i / w->d;
+        size_t bend = QT_MIN((k + 1) * w->d, end);
+        const float unit = qt_load_f32(scales + 4 * k) / sf;
+        const uint8_t *qq = sym + (i - i0);
+        float *o = out + i;
+        for (size_t j = 0; j < bend - i; j++) o[j] += f * ((float)((int)qq[j] - s) * unit);
+        i = bend;
+    }
+}
+
 int qt_huffman_decode_levels(const qt_wire *w, const uint8_t *scales, const uint8_t *stream,
                              size_t len_bytes, float f, float *out)
 {
@@ -222,7 +291,8 @@ int qt_huffman_decode_levels(const qt_wire *w, const uint8_t *scales, const uint
 
     /* Table: lengths, Kraft check (an over-full code is not ours), canonical codes. */
     uint8_t len[HUF_MAXSYM];
-    uint32_t code[HUF_MAXSYM], first[HUF_MAXLEN + 1], cnt[HUF_MAXLEN + 1];
+    uint32_t code[HUF_MAXSYM];
+    huf_dec d;
     uint64_t kraft = 0;
     int used = 0;
     for (int i = 0; i < m; i++) {
@@ -235,95 +305,119 @@ int qt_huffman_decode_levels(const qt_wire *w, const uint8_t *scales, const uint
     }
     if (br.phantom && qt_br_used(&br) > 8 * (uint64_t)len_bytes) return QT_CODEC_ETRUNC;
     if (kraft > (1u << HUF_MAXLEN) || used == 0) return QT_CODEC_ECORRUPT;
-    canonical(len, m, code, first, cnt);
-
-    /* Lookup of the next tb bits: symbol | 2nd symbol << 8 | 1st length << 16 | both
-     * lengths << 21 | 1 << 26 when two whole codes fit; 0 for longer codes (and for
-     * prefixes no code has), which go through the canonical first/cnt. Pairs only for
-     * large messages: the table is then built twice, once per symbol. */
-    const bool big = groups >= HUF_BIG_GROUPS;
-    const int tb = big ? HUF_TB_BIG : HUF_TB;
-    const uint32_t tmask = (1u << tb) - 1;
-    uint32_t lut[1 << HUF_TB_BIG];
-    memset(lut, 0, sizeof(uint32_t) << tb);
-    uint8_t sorted[HUF_MAXSYM];
-    uint32_t offs[HUF_MAXLEN + 2];
-    offs[1] = 0;
-    for (int l = 1; l <= HUF_MAXLEN; l++) offs[l + 1] = offs[l] + cnt[l];
+    canonical(len, m, code, d.first, d.cnt);
+    d.offs[1] = 0;
+    for (int l = 1; l <= HUF_MAXLEN; l++) {
+        d.offs[l + 1] = d.offs[l] + d.cnt[l];
+        d.limit[l] = (d.first[l] + d.cnt[l]) << (HUF_MAXLEN - l);
+    }
     {
         uint32_t fill[HUF_MAXLEN + 2];
-        memcpy(fill, offs, sizeof fill);
+        memcpy(fill, d.offs, sizeof fill);
         for (int i = 0; i < m; i++)
-            if (len[i]) sorted[fill[len[i]]++] = (uint8_t)i;
+            if (len[i]) d.sorted[fill[len[i]]++] = (uint8_t)i;
     }
+
+    /* one[]: the code that starts the next tb bits, as symbol | length << 8 (0: longer
+     * than tb, or a prefix no code has). lut[]: up to three whole codes in the next tb
+     * bits, as total length | count << 6 | sym1 << 8 | sym2 << 16 | sym3 << 24 (the
+     * length in the low six bits: the shift of the bit buffer, on the decoder's critical
+     * path, takes the entry as it is); zero exactly where one[] is. Multi-symbol
+     * entries only for large messages. */
+    const bool big = groups >= HUF_BIG_GROUPS;
+    const int tb = HUF_TB;
+    d.tb = tb;
+    const uint32_t tmask = (1u << tb) - 1;
+    uint16_t one[1 << HUF_TB];
+    uint32_t lut[1 << HUF_TB];
+    memset(one, 0, sizeof(uint16_t) << tb);
     for (int i = 0; i < m; i++) {
         if (!len[i] || len[i] > tb) continue;
         uint32_t lo = code[i] << (tb - len[i]), span = 1u << (tb - len[i]);
-        uint32_t e = (uint32_t)i | (uint32_t)len[i] << 16 | (uint32_t)len[i] << 21;
-        for (uint32_t j = 0; j < span; j++) lut[lo + j] = e;
+        uint16_t e = (uint16_t)(i | len[i] << 8);
+        for (uint32_t j = 0; j < span; j++) one[lo + j] = e;
     }
-    if (big)
-        for (uint32_t x = 0; x <= tmask; x++) {
-            uint32_t e1 = lut[x], l1 = (e1 >> 16) & 31;
-            if (!e1) continue;
-            uint32_t e2 = lut[(x << l1) & tmask], l2 = (e2 >> 16) & 31;
-            if (e2 && l1 + l2 <= (uint32_t)tb)
-                lut[x] = (e1 & 255) | (e2 & 255) << 8 | l1 << 16 | (l1 + l2) << 21 | 1u << 26;
+    for (uint32_t x = 0; x <= tmask; x++) {
+        uint32_t e = one[x];
+        if (!e) {
+            lut[x] = 0;
+            continue;
         }
-    /* The levels of each symbol, 5 slots per symbol so one fixed-size copy serves
-     * every group size. */
-    int16_t digits[HUF_MAXSYM * 5];
+        uint32_t syms = e & 255, bits = e >> 8, k = 1;
+        while (big && k < 3) {
+            uint32_t e2 = one[(x << bits) & tmask], l2 = e2 >> 8;
+            if (!e2 || bits + l2 > (uint32_t)tb) break;
+            syms |= (e2 & 255) << (8 * k);
+            bits += l2;
+            k++;
+        }
+        lut[x] = bits | k << 6 | syms << 8;
+    }
+    /* The levels of each symbol, 8 slots per symbol (the copies in huf_add_g). */
+    int16_t digits[HUF_MAXSYM * 8];
+    memset(digits, 0, sizeof digits);
     for (int v = 0; v < m; v++) {
         int x = v;
-        for (int j = 0; j < 5; j++) {
-            digits[v * 5 + j] = (int16_t)(j < g ? x % a - s : 0);
-            if (j < g) x /= a;
+        for (int j = 0; j < g; j++) {
+            digits[v * 8 + j] = (int16_t)(x % a - s);
+            x /= a;
         }
     }
 
-    enum { CHUNK_GROUPS = 256 };
-    int16_t chunk[CHUNK_GROUPS * 5 + 10];
+    /* Chunks of CHUNK symbols: decode them all (never more: past the last symbol the bits
+     * are padding), check that the reader has not run past the end, then add. The fast
+     * loop does four lookups per refill (each <= tb bits of >= 56; a slow code
+     * refills before it reads, leaving >= 40 bits for the remaining three) and writes
+     * up to 12 symbols, so it runs while that many fit; the tail goes one by one. */
+    enum { CHUNK = 512 };
+    uint8_t sbuf[CHUNK + 4];
+    int16_t lv[CHUNK * 5 + 8];
     size_t i0 = 0;
-    for (size_t t = 0; t < groups;) {
-        size_t tend = QT_MIN(groups, t + CHUNK_GROUPS);
-        int16_t *cq = chunk;
-        while (t < tend) {
-            qt_br_refill(&br); /* >= 56 bits: three lookups of <= 16 bits */
-            for (int r = 0; r < 3 && t < tend; r++, t++) {
+    for (size_t done = 0; done < groups;) {
+        const size_t want = QT_MIN(groups - done, (size_t)CHUNK);
+        uint8_t *sp = sbuf, *const send = sbuf + want;
+        while (send - sp >= 12) {
+            qt_br_refill(&br);
+            for (int r = 0; r < 4; r++) {
                 uint32_t e = lut[qt_br_peek(&br, tb)];
-                if (e) {
-                    /* one or two symbols without a branch on which (pairs and singles
-                     * mix unpredictably): both copies always, cq and t advance by one
-                     * or two (the chunk has room for the spare copy) */
-                    uint32_t two = (e >> 26) & (t + 1 < tend);
-                    memcpy(cq, digits + (e & 255) * 5, 5 * sizeof *cq);
-                    memcpy(cq + g, digits + ((e >> 8) & 255) * 5, 5 * sizeof *cq);
-                    cq += g + (int)two * g;
-                    t += two;
-                    qt_br_skip(&br, (int)(two ? (e >> 21) & 31 : (e >> 16) & 31));
+                if (__builtin_expect(!e, 0)) {
+                    int v = huf_slow(&br, &d);
+                    if (v < 0) return QT_CODEC_ECORRUPT;
+                    *sp++ = (uint8_t)v;
                     continue;
                 }
-                uint32_t p16 = (uint32_t)qt_br_peek(&br, HUF_MAXLEN);
-                int v = -1;
-                for (int l = tb + 1; l <= HUF_MAXLEN; l++) {
-                    uint32_t c = p16 >> (HUF_MAXLEN - l);
-                    if (c - first[l] < cnt[l]) {
-                        v = sorted[offs[l] + c - first[l]];
-                        qt_br_skip(&br, l);
-                        break;
-                    }
-                }
-                if (v < 0) return QT_CODEC_ECORRUPT;
-                memcpy(cq, digits + v * 5, 5 * sizeof *cq);
-                cq += g;
+                /* all three bytes always (no branch on the count, which varies
+                 * unpredictably); sbuf has room for the spare ones */
+                sp[0] = (uint8_t)(e >> 8);
+                sp[1] = (uint8_t)(e >> 16);
+                sp[2] = (uint8_t)(e >> 24);
+                sp += (e >> 6) & 3;
+                qt_br_skip(&br, (int)(e & 63));
             }
         }
+        while (sp < send) {
+            qt_br_refill(&br);
+            uint32_t e = one[qt_br_peek(&br, tb)];
+            int v;
+            if (e) {
+                v = (int)(e & 255);
+                qt_br_skip(&br, (int)(e >> 8));
+            } else if ((v = huf_slow(&br, &d)) < 0) {
+                return QT_CODEC_ECORRUPT;
+            }
+            *sp++ = (uint8_t)v;
+        }
         if (br.phantom && qt_br_used(&br) > 8 * (uint64_t)len_bytes) return QT_CODEC_ETRUNC;
-        size_t cnt_el = QT_MIN((size_t)(cq - chunk), n - i0);
-        /* Padding levels of the last group must be zero. */
-        for (size_t j = cnt_el; j < (size_t)(cq - chunk); j++)
-            if (chunk[j] != 0) return QT_CODEC_ECORRUPT;
-        qt_levels_add(w, scales, chunk, i0, cnt_el, f, out);
+        const size_t cnt_el = QT_MIN(want * (size_t)g, n - i0);
+        int rc = 0;
+        switch (g) {
+        case 1: huf_add_1(w, scales, sbuf, i0, cnt_el, f, out); break;
+        case 2: rc = huf_add_g(w, scales, digits, sbuf, want, 2, i0, cnt_el, f, out, lv); break;
+        case 3: rc = huf_add_g(w, scales, digits, sbuf, want, 3, i0, cnt_el, f, out, lv); break;
+        default: rc = huf_add_g(w, scales, digits, sbuf, want, 5, i0, cnt_el, f, out, lv); break;
+        }
+        if (rc) return rc;
+        done += want;
         i0 += cnt_el;
     }
     return qt_br_finish(&br, len_bytes);
