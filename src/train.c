@@ -305,7 +305,10 @@ static int profile_write(trainer *t)
     fprintf(f, "{\"config\": \"%s\", \"arch\": \"%s\", \"depth\": %d, \"batch\": %d, \"ranks\": %d, "
                "\"threads\": %d, \"device\": \"%s\", \"steps\": %lld, \"params\": %zu,\n"
                " \"t_step\": %.6e, \"t_other\": %.6e,\n \"layers\": [\n",
-            c->path, c->model.variant == QT_VARIANT_CIFAR ? "resnet-cifar" : "resnet-imagenet", c->model.depth,
+            c->path,
+            c->model.arch == QT_ARCH_ALEXNET ? "alexnet" : c->model.arch == QT_ARCH_VGG ? "vgg"
+            : c->model.arch == QT_ARCH_LSTM ? "lstm" : c->model.variant == QT_VARIANT_CIFAR ? "resnet-cifar" : "resnet-imagenet",
+            c->model.depth,
             c->data.batch, t->size, omp_get_max_threads(), c->train.device, (long long)t->prof_steps,
             t->n_params, t->prof_step * k, t->prof_optim * k);
     int n = qt_model_n_ops(t->model);
