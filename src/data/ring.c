@@ -170,6 +170,23 @@ int qt_ring_next(qt_ring *r, void **payload)
     return rc;
 }
 
+int qt_ring_seek_step(qt_ring *r, int64_t steps, int64_t epoch, int64_t step, const char *who)
+{
+    if (epoch < 0 || epoch > UINT32_MAX || step < 0 || step >= steps)
+        return qt_fail("%s: cannot seek to epoch %lld step %lld (%lld steps per epoch)", who, (long long)epoch,
+                       (long long)step, (long long)steps);
+    qt_ring_seek(r, epoch * steps + step);
+    return 0;
+}
+
+int qt_ring_next_step(qt_ring *r, int64_t steps, int rank, const char *who, void **payload)
+{
+    *payload = NULL;
+    if (steps < 1) return qt_fail("%s: rank %d has no batches", who, rank);
+    int rc = qt_ring_next(r, payload);
+    return rc < 0 ? rc : 0;
+}
+
 void qt_ring_release(qt_ring *r, void *payload)
 {
     pthread_mutex_lock(&r->mu);

@@ -38,6 +38,11 @@ void qt_ring_seek(qt_ring *r, int64_t seq);
  * the reason printed as one error line). */
 int qt_ring_next(qt_ring *r, void **payload);
 void qt_ring_release(qt_ring *r, void *payload);
+/* What both loaders' seek and next do over an epoch of `steps` batches: seek checks
+ * (epoch, step) and positions the ring at epoch * steps + step; next refuses a rank
+ * without batches. `who` names the loader in the one-line error. */
+int qt_ring_seek_step(qt_ring *r, int64_t steps, int64_t epoch, int64_t step, const char *who);
+int qt_ring_next_step(qt_ring *r, int64_t steps, int rank, const char *who, void **payload);
 double qt_ring_wait_seconds(const qt_ring *r);
 double qt_ring_items_per_second(const qt_ring *r);
 double qt_ring_capacity_items_per_second(const qt_ring *r);

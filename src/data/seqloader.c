@@ -279,21 +279,15 @@ int64_t qt_seq_loader_steps_per_epoch(const qt_seq_loader *l) { return l->steps;
 
 int qt_seq_loader_seek(qt_seq_loader *l, int64_t epoch, int64_t step)
 {
-    if (epoch < 0 || epoch > UINT32_MAX || step < 0 || step >= l->steps)
-        return qt_fail("speech loader: cannot seek to epoch %lld step %lld (%lld steps per epoch)",
-                       (long long)epoch, (long long)step, (long long)l->steps);
-    qt_ring_seek(l->ring, epoch * l->steps + step);
-    return 0;
+    return qt_ring_seek_step(l->ring, l->steps, epoch, step, "speech loader");
 }
 
 int qt_seq_loader_next(qt_seq_loader *l, qt_seq_batch **out)
 {
-    *out = NULL;
-    if (l->steps < 1) return qt_fail("speech loader: rank %d has no batches", l->rank);
     void *p = NULL;
-    int rc = qt_ring_next(l->ring, &p);
+    int rc = qt_ring_next_step(l->ring, l->steps, l->rank, "speech loader", &p);
     *out = p;
-    return rc < 0 ? rc : 0;
+    return rc;
 }
 
 void qt_seq_loader_release(qt_seq_loader *l, qt_seq_batch *b)
