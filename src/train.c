@@ -55,7 +55,6 @@ typedef struct {
     double *prof_fwd, *prof_bwd, prof_optim, prof_step;
     int64_t prof_steps;
     double t_start;
-    bool is_tty;
 } trainer;
 
 static void usage(FILE *f)
@@ -817,7 +816,6 @@ int main(int argc, char **argv)
     }
     t->rank = t->world->rank;
     t->size = t->world->size;
-    t->is_tty = isatty(2);
     set_threads(t);
     rc = run(t, &a);
     if (rc < 0 && t->size > 1) qt_world_abort(t->world, 1, "see the error above"); /* every rank exits within seconds */
