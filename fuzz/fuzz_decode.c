@@ -2,7 +2,8 @@
  *
  * Input: [config index][n low][n high][mode] then the stream bytes. mode bit 0 puts the
  * header a real encoder would write for (config, n) in front of the bytes (else they must
- * bring their own, which random bytes almost never do), bit 1 sets its fallback flag.
+ * bring their own, which random bytes almost never do), bit 1 sets its fallback flag,
+ * bit 2 adds LANE_N to n (the four-lane entropy streams start at 65536 elements).
  * The stream is copied to an exact-size buffer and decoded into exactly n floats, so ASan
  * sees any out-of-bounds access; an error code other than ETRUNC/ECORRUPT aborts.
  *
@@ -43,7 +44,7 @@ static const fuzz_cfg cfgs[] = {
     {QT_CODEC_TOPK, QT_ENC_FIXED, 0, 0, 0},
     {QT_CODEC_TOPK, QT_ENC_ELIAS, 0, 0, 0},
 };
-enum { NCFG = sizeof cfgs / sizeof cfgs[0], MAX_N = 4096 };
+enum { NCFG = sizeof cfgs / sizeof cfgs[0], MAX_N = 4096, LANE_N = 65536 };
 
 static qt_codec_params params_of(const fuzz_cfg *c)
 {
@@ -62,8 +63,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 4) return 0;
     const fuzz_cfg *c = &cfgs[data[0] % NCFG];
-    size_t n = ((size_t)data[1] | (size_t)data[2] << 8) % (MAX_N + 1);
     unsigned mode = data[3];
+    size_t n = ((size_t)data[1] | (size_t)data[2] << 8) % (MAX_N + 1) + ((mode & 4) ? LANE_N : 0);
     qt_codec_params p = params_of(c);
     size_t body = size - 4, len = body + ((mode & 1) ? QT_CODEC_HEADER_BYTES : 0);
     uint8_t *in = malloc(len ? len : 1);
@@ -90,9 +91,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s DIR\n", argv[0]);
         return 2;
     }
-    const size_t ns[] = {1, 7, 64, 300, 2049};
-    float *g = malloc(MAX_N * sizeof *g);
-    for (size_t i = 0; i < MAX_N; i++) g[i] = (float)sin(0.37 * (double)i) * (float)(i % 7);
+    const size_t ns[] = {1, 7, 64, 300, 2049, LANE_N + 1000};
+    float *g = malloc((LANE_N + MAX_N) * sizeof *g);
+    for (size_t i = 0; i < LANE_N + MAX_N; i++) g[i] = (float)sin(0.37 * (double)i) * (float)(i % 7);
     for (int c = 0; c < NCFG; c++)
         for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++) {
             qt_codec_params p = params_of(&cfgs[c]);
@@ -100,8 +101,9 @@ int main(int argc, char **argv)
             uint8_t *buf = malloc(cap + 4);
             if (qt_codec_encode(&p, g, NULL, n, 0, 0, 0, buf + 4, cap, &got) != 0) return 1;
             /* stored without the header (mode 1: the target puts it back) */
-            buf[0] = (uint8_t)c, buf[1] = (uint8_t)n, buf[2] = (uint8_t)(n >> 8);
-            buf[3] = (uint8_t)(1 | (buf[4 + 4] & QT_WIRE_FLAG_FALLBACK));
+            size_t nl = n % LANE_N; /* n = LANE_N + nl for mode bit 2 */
+            buf[0] = (uint8_t)c, buf[1] = (uint8_t)nl, buf[2] = (uint8_t)(nl >> 8);
+            buf[3] = (uint8_t)(1 | (buf[4 + 4] & QT_WIRE_FLAG_FALLBACK) | (n >= LANE_N ? 4 : 0));
             memmove(buf + 4, buf + 4 + QT_CODEC_HEADER_BYTES, got - QT_CODEC_HEADER_BYTES);
             char path[4096];
             snprintf(path, sizeof path, "%s/seed-%02d-%zu", argv[1], c, n);

@@ -49,9 +49,12 @@ typedef struct {
 } shape;
 
 /* Shapes that exercise partial buckets, buckets that split groups of 8 codes,
- * unaligned arena offsets (Philox windows straddling buckets) and whole-slice buckets. */
+ * unaligned arena offsets (Philox windows straddling buckets), whole-slice buckets, and
+ * the four-lane entropy streams (n >= 65536: lanes of 19200 elements, so buckets of 500
+ * straddle the lane starts, and a short last lane). */
 static const shape shapes[] = {
     {1000, 128, 0}, {1000, 100, 3}, {77, 512, 61}, {4096, 0, 64}, {1, 128, 5}, {515, 24, 130},
+    {70001, 500, 7},
 };
 
 static void check_levels_codec(qt_codec_method m, qt_codec_norm norm, int levels)

@@ -247,6 +247,74 @@ static void test_specific_corruptions(void **state)
                      QT_CODEC_EINVAL);
 }
 
+/* Four-lane entropy streams (n >= 65536, quantizer.h): the payload after the scales
+ * starts with the byte lengths of lanes 0..2. Truncations anywhere (around every lane
+ * boundary included), lane lengths that disagree with the lanes, and bit flips in each
+ * lane are all caught or harmless. */
+static void test_lanes(void **state)
+{
+    (void)state;
+    const cfg lane_cfgs[] = {
+        {QT_CODEC_QSGD, QT_ENC_ELIAS, QT_NORM_L2, 7, 100},
+        {QT_CODEC_QSGD, QT_ENC_ELIAS, QT_NORM_MAX, 1, 128},
+        {QT_CODEC_QSGD, QT_ENC_HUFFMAN, QT_NORM_MAX, 7, 512},
+        {QT_CODEC_QSGD, QT_ENC_HUFFMAN, QT_NORM_L2, 1, 64},
+        {QT_CODEC_QSGD, QT_ENC_HUFFMAN, QT_NORM_MAX, 127, 512},
+    };
+    const size_t n = 70001;
+    for (size_t c = 0; c < sizeof lane_cfgs / sizeof lane_cfgs[0]; c++) {
+        qt_codec_params p = params_of(&lane_cfgs[c]);
+        size_t len;
+        uint8_t *buf = valid_stream(&p, n, &len);
+        assert_int_equal(buf[4] & 2, 0); /* an entropy stream, not the fallback */
+        assert_int_equal(decode_copy(&p, buf, len, n), 0);
+        const size_t d = (size_t)p.bucket, at = QT_CODEC_HEADER_BYTES + 4 * ((n + d - 1) / d);
+        size_t lane_len[4], off = at + 12, cuts[64], nc = 0;
+        for (int j = 0; j < 3; j++) {
+            uint32_t v;
+            memcpy(&v, buf + at + 4 * (size_t)j, 4);
+            lane_len[j] = v;
+            assert_true(v > 0 && off + v < len);
+            for (int dlt = -1; dlt <= 1; dlt++) cuts[nc++] = off + (size_t)((ptrdiff_t)dlt);
+            off += v;
+        }
+        lane_len[3] = len - off;
+        for (int k = 0; k < 40; k++) cuts[nc++] = at + tq_rand(300 + c, (uint64_t)k) % (len - at);
+        cuts[nc++] = at + 11, cuts[nc++] = len - 1;
+        for (size_t k = 0; k < nc; k++)
+            if (decode_copy(&p, buf, cuts[k], n) == QT_CODEC_OK)
+                fail_msg("lane cfg %zu: truncation to %zu of %zu bytes accepted", c, cuts[k], len);
+        uint8_t *longer = malloc(len + 1);
+        memcpy(longer, buf, len);
+        longer[len] = 0;
+        assert_true(decode_copy(&p, longer, len + 1, n) < 0);
+        free(longer);
+        /* lane lengths: one byte moved between lanes, past the end, zero */
+        for (int j = 0; j < 3; j++) {
+            const uint32_t moved[] = {(uint32_t)lane_len[j] + 1, (uint32_t)lane_len[j] - 1,
+                                      (uint32_t)len, 0xffffffffu, 0};
+            for (int t = 0; t < 5; t++) {
+                uint8_t *b = malloc(len);
+                memcpy(b, buf, len);
+                memcpy(b + at + 4 * (size_t)j, &moved[t], 4);
+                int rc = decode_copy(&p, b, len, n);
+                if (rc == QT_CODEC_OK)
+                    fail_msg("lane cfg %zu: lane %d length %u accepted", c, j, moved[t]);
+                if (t == 2 || t == 3) assert_int_equal(rc, QT_CODEC_ETRUNC);
+                free(b);
+            }
+        }
+        /* bit flips spread over every lane: any verdict but a crash */
+        for (uint64_t t = 0; t < 200; t++) {
+            size_t bit = 8 * (at + 12) + tq_rand(400 + c, t) % (8 * (len - at - 12));
+            buf[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+            (void)decode_copy(&p, buf, len, n);
+            buf[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+        }
+        free(buf);
+    }
+}
+
 static void test_output_too_small(void **state)
 {
     (void)state;
@@ -275,6 +343,7 @@ int main(void)
         cmocka_unit_test(test_random_bytes),
         cmocka_unit_test(test_random_payload_and_bit_flips),
         cmocka_unit_test(test_specific_corruptions),
+        cmocka_unit_test(test_lanes),
         cmocka_unit_test(test_output_too_small),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

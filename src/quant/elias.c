@@ -1,13 +1,15 @@
 /* elias.c — QSGD's Elias stream of the levels (the paper's §3.2 encoding, bucketed).
  *
- * After the scale array (fixed.c), one MSB-first bit stream for the whole message: for
- * each element with a non-zero level, in index order,
+ * After the scale array (fixed.c), one MSB-first bit stream per lane (quantizer.h: one
+ * lane for messages below 64K elements, four above): for each element of the lane with a
+ * non-zero level, in index order,
  *     omega(gap)  sign bit (1 = negative)  omega(|level|)
- * where positions count from 1 and gap = position - previous position (the first gap is
- * the first position itself); then a terminating omega(n + 1 - last position), the gap
- * that lands one past the end; then zero bits to a byte. Zeros are never sent. The
- * bucket of an element follows from its position, so the stream carries no per-bucket
- * markers (the paper's 32-bit norm per vector is the scale array).
+ * where positions count from 1 at the lane's first element and gap = position - previous
+ * position (the first gap is the first position itself); then a terminating
+ * omega(lane length + 1 - last position), the gap that lands one past the lane's end;
+ * then zero bits to a byte. Zeros are never sent. The bucket of an element follows from
+ * its position, so the stream carries no per-bucket markers (the paper's 32-bit norm per
+ * vector is the scale array).
  */
 #include <stdlib.h>
 #if defined(__AVX512BW__)
@@ -94,9 +96,15 @@ void qt_elias_count(qt_elias_enc *e, const int16_t *q, size_t i0, size_t len)
     e->bits += bits;
 }
 
-uint64_t qt_elias_total_bits(const qt_elias_enc *e, const qt_wire *w)
+void qt_elias_lane_begin(qt_elias_enc *e, size_t i0)
 {
-    return e->bits + (uint64_t)qt_omega_len((uint64_t)w->n + 1 - e->last);
+    e->last = i0;
+    e->bits = 0;
+}
+
+uint64_t qt_elias_lane_bits(const qt_elias_enc *e, size_t i1)
+{
+    return e->bits + (uint64_t)qt_omega_len((uint64_t)i1 + 1 - e->last);
 }
 
 void qt_elias_write(qt_elias_enc *e, qt_bitwriter *bw, const int16_t *q, size_t i0, size_t len)
@@ -123,24 +131,25 @@ void qt_elias_write(qt_elias_enc *e, qt_bitwriter *bw, const int16_t *q, size_t 
     e->last = last;
 }
 
-void qt_elias_finish(qt_elias_enc *e, qt_bitwriter *bw, const qt_wire *w)
+void qt_elias_lane_finish(qt_elias_enc *e, qt_bitwriter *bw, size_t i1)
 {
     uint64_t tc;
-    int tl = qt_omega_code((uint64_t)w->n + 1 - e->last, &tc);
+    int tl = qt_omega_code((uint64_t)i1 + 1 - e->last, &tc);
     qt_bw_put_long(bw, tc, tl);
 }
 
 /* Decoding table over the next DTB bits: every "gap, sign, level" triple whose codes
- * fit in DTB bits, as length | sign << 6 | level << 7 | gap << 16 (the length in the low
- * six bits: the bit buffer's shift, on the critical path, takes the entry as it is;
- * bits 6..14 index the signed level's float in elev); 0 = decode slowly. Used for every
- * s: wider levels are rare where Elias pays (8-bit levels with l2 scales) and take the
- * slow path. Built by enumerating the triples (cheap enough for small messages). */
-enum { DTB = 12 };
+ * fit in DTB bits, as length | sign << 4 | level << 5 | gap << 10 (the length in the low
+ * four bits: the bit buffer's shift, on the critical path, takes the entry masked; bits
+ * 4..9 index the signed level's float in elev); 0 = decode slowly. Levels above 31 and
+ * gaps above 31 never fit in 13 bits. A 16 KB table of 16-bit entries: 13 bits cover
+ * 8-bit levels up to 31 (the bulk of them under l2 scales, where Elias pays), and the
+ * table stays in L1 beside the four lanes' streams. Built by enumerating the triples. */
+enum { DTB = 13 };
 
-static void dec_table_init(uint32_t *lut, int s)
+static void dec_table_init(uint16_t *lut, int s)
 {
-    memset(lut, 0, sizeof(uint32_t) << DTB);
+    memset(lut, 0, sizeof(uint16_t) << DTB);
     for (uint64_t g = 1; qt_omega_len(g) <= DTB - 2; g++) {
         uint64_t gc;
         int gl = qt_omega_code(g, &gc);
@@ -151,13 +160,14 @@ static void dec_table_init(uint32_t *lut, int s)
             for (uint64_t sign = 0; sign < 2; sign++) {
                 uint64_t code = (gc << (1 + ll)) | (sign << ll) | lc;
                 uint32_t lo = (uint32_t)(code << (DTB - total)), span = 1u << (DTB - total);
-                uint32_t e = (uint32_t)total | (uint32_t)sign << 6 | (uint32_t)a << 7 |
-                             (uint32_t)g << 16;
+                uint16_t e = (uint16_t)((uint32_t)total | (uint32_t)sign << 4 |
+                                        (uint32_t)a << 5 | (uint32_t)g << 10);
                 for (uint32_t j = 0; j < span; j++) lut[lo + j] = e;
             }
         }
     }
 }
+_Static_assert(DTB <= 15 && 4 * DTB <= 56, "table entries and lookups per refill");
 
 /* Omega table over the next OTB bits: omega(v) for v <= 255 as v | length << 9 (0 = not
  * in the table). Replaces the omega loop's mispredicted branches for long gaps (sparse
@@ -194,89 +204,223 @@ static inline int read_omega(qt_bitreader *br, const uint16_t *olut, uint64_t *v
     return qt_br_omega(br, v);
 }
 
-int qt_elias_decode_levels(const qt_wire *w, const uint8_t *scales, const uint8_t *stream,
-                           size_t len, float f, float *out)
+/* What every lane's decoder reads. */
+typedef struct {
+    const qt_wire *w;
+    const uint8_t *scales;
+    const uint16_t *lut, *olut;
+    const float *elev; /* elev[sign | level << 1]: the signed level (no sign branch) */
+    float f, sf;
+    uint64_t s;
+    float *out;
+} el_ctx;
+
+/* One lane's decoder: its reader, the 1-based position of its last non-zero (the lane's
+ * first element - 1 before any) and of its last element, its current bucket. */
+typedef struct {
+    qt_bitreader br;
+    size_t len;
+    uint64_t last, lend;
+    size_t bend;
+    float unit;
+} el_lane;
+
+/* Element i starts a new bucket: its scale. (Positions only grow within a lane.) */
+static inline void el_bucket(el_lane *L, const el_ctx *c, size_t i)
 {
-    const uint64_t n = w->n, s = (uint64_t)w->s;
-    const float sf = (float)w->s;
-    uint32_t lut[1 << DTB];
+    size_t k = i / c->w->d;
+    L->bend = (k + 1) * c->w->d;
+    L->unit = qt_load_f32(c->scales + 4 * k) / c->sf;
+}
+
+/* One table triple (needs DTB buffered bits); false where the next code is not in the
+ * table or lands past the lane (the terminator), which el_slow then decodes. */
+static inline __attribute__((always_inline)) bool el_fast(el_lane *L, const el_ctx *c)
+{
+    uint32_t e = c->lut[qt_br_peek(&L->br, DTB)];
+    uint64_t pos = L->last + (e >> 10);
+    if (__builtin_expect(!e | (pos > L->lend), 0)) return false;
+    qt_br_skip(&L->br, (int)(e & 15));
+    size_t i = (size_t)(pos - 1);
+    if (__builtin_expect(i >= L->bend, 0)) el_bucket(L, c, i);
+    c->out[i] += c->f * (c->elev[(e >> 4) & 63] * L->unit);
+    L->last = pos;
+    return true;
+}
+
+/* One code that el_fast left: a triple with a long gap or a wide level, or the
+ * terminator. 0 (a triple added), 1 (the lane ended) or a QT_CODEC error. */
+static inline __attribute__((always_inline)) int el_slow(el_lane *L, const el_ctx *c)
+{
+    uint64_t gap, a;
+    qt_br_refill(&L->br); /* one refill serves gap, sign and level from the tables */
+    if (read_omega(&L->br, c->olut, &gap) != 0) return QT_CODEC_ECORRUPT;
+    uint64_t pos = L->last + gap;
+    if (pos == L->lend + 1) return 1;
+    if (pos > L->lend) return QT_CODEC_ECORRUPT;
+    if (L->br.cnt < OTB + 1) qt_br_refill(&L->br);
+    unsigned sign = (unsigned)qt_br_peek(&L->br, 1);
+    qt_br_skip(&L->br, 1);
+    if (read_omega(&L->br, c->olut, &a) != 0 || a > c->s) return QT_CODEC_ECORRUPT;
+    /* Past the end of the bytes the reader feeds zeros: stop at the first element. */
+    if (L->br.phantom && qt_br_used(&L->br) > 8 * (uint64_t)L->len) return QT_CODEC_ETRUNC;
+    size_t i = (size_t)(pos - 1);
+    if (i >= L->bend) el_bucket(L, c, i);
+    float qv = qt_bits_f32(qt_f32_bits((float)a) ^ (uint32_t)sign << 31);
+    c->out[i] += c->f * (qv * L->unit);
+    L->last = pos;
+    return 0;
+}
+
+/* Decodes one lane to its end; 0 or a QT_CODEC error. Zeros fed past the end of the
+ * bytes decode as triples too, but only at positions inside the lane (el_fast checks),
+ * each a position further: the loop ends, and the final check reports the truncation. */
+static int el_lane_run(el_lane *L, const el_ctx *c)
+{
+    for (;;) {
+        qt_br_refill(&L->br);
+        if (el_fast(L, c) && el_fast(L, c) && el_fast(L, c) && el_fast(L, c)) continue;
+        int rc = el_slow(L, c);
+        if (rc < 0) return rc;
+        if (rc == 1) return qt_br_finish(&L->br, L->len);
+    }
+}
+
+/* The interleaved loop's view of a lane: its absolute bit position bp in the payload
+ * (from the first lane's first byte: every lane's reader is then one shift and load
+ * from the same base), the bits loaded at bp, its last position and bucket. Few fields,
+ * so that four lanes' worth stays mostly in registers. */
+typedef struct {
+    uint64_t bp, buf, last;
+    size_t bend;
+    float unit;
+} el_fl;
+
+static inline el_fl el_to_fl(const el_lane *L, const uint8_t *base)
+{
+    return (el_fl){8 * (uint64_t)(L->br.start - base) + qt_br_used(&L->br), 0, L->last, L->bend,
+                   L->unit};
+}
+
+static inline void el_from_fl(el_lane *L, const el_fl *F, const uint8_t *base)
+{
+    uint64_t rel = F->bp - 8 * (uint64_t)(L->br.start - base);
+    const uint8_t *start = L->br.start;
+    qt_br_init(&L->br, start, L->len);
+    L->br.p = start + rel / 8;
+    if (rel % 8) {
+        qt_br_refill(&L->br);
+        qt_br_skip(&L->br, (int)(rel % 8));
+    }
+    L->last = F->last, L->bend = F->bend, L->unit = F->unit;
+}
+
+/* el_fast on the lean view: no check against the lane's end (the loop's entry condition
+ * keeps every table triple inside the lane). */
+static inline __attribute__((always_inline)) bool el_fast_fl(el_fl *F, const el_ctx *c)
+{
+    uint32_t e = c->lut[F->buf >> (64 - DTB)];
+    if (__builtin_expect(!e, 0)) return false;
+    F->buf <<= e & 15;
+    F->bp += e & 15;
+    uint64_t pos = F->last + (e >> 10);
+    size_t i = (size_t)(pos - 1);
+    if (__builtin_expect(i >= F->bend, 0)) {
+        size_t k = i / c->w->d;
+        F->bend = (k + 1) * c->w->d;
+        F->unit = qt_load_f32(c->scales + 4 * k) / c->sf;
+    }
+    c->out[i] += c->f * (c->elev[(e >> 4) & 63] * F->unit);
+    F->last = pos;
+    return true;
+}
+
+static inline __attribute__((always_inline)) uint64_t el_load_fl(const uint8_t *base, uint64_t bp)
+{
+    uint64_t v;
+    memcpy(&v, base + bp / 8, 8);
+    return __builtin_bswap64(v) << (bp % 8);
+}
+
+/* Four lanes interleaved while each has 8 more bytes to load from and is more than four
+ * table gaps (4 * 31 positions) from its end, so that no table triple can be its
+ * terminator: one refill and four table triples per lane and iteration (4 * 13 bits of
+ * the >= 57 loaded). A lane's slow code leaves the loop (every step is whole, so all
+ * lanes are consistent), is decoded on its reader, and the loop resumes. Returns the
+ * lane that ended (its finish checked), QT_LANES when a lane came near its end (the
+ * caller finishes all lanes one by one), or a QT_CODEC error. */
+static int el_lanes4(el_lane *ln, const el_ctx *c)
+{
+    const uint8_t *base = ln[0].br.start;
+    uint64_t lim[QT_LANES], lend[QT_LANES];
+    for (int j = 0; j < QT_LANES; j++) {
+        size_t endoff = (size_t)(ln[j].br.end - base);
+        lim[j] = endoff >= 8 ? endoff - 8 : 0;
+        lend[j] = ln[j].lend >= 4 * 31 ? ln[j].lend - 4 * 31 : 0;
+    }
+    for (;;) {
+        el_fl A = el_to_fl(&ln[0], base), B = el_to_fl(&ln[1], base);
+        el_fl C = el_to_fl(&ln[2], base), D = el_to_fl(&ln[3], base);
+        int which = -1;
+#define EL_OK(X, J) ((X).bp / 8 <= lim[J] && (X).last <= lend[J])
+#define EL_STEP(X, J) if (!el_fast_fl(&X, c)) { which = J; break; }
+        while (EL_OK(A, 0) && EL_OK(B, 1) && EL_OK(C, 2) && EL_OK(D, 3)) {
+            A.buf = el_load_fl(base, A.bp);
+            B.buf = el_load_fl(base, B.bp);
+            C.buf = el_load_fl(base, C.bp);
+            D.buf = el_load_fl(base, D.bp);
+            EL_STEP(A, 0) EL_STEP(B, 1) EL_STEP(C, 2) EL_STEP(D, 3)
+            EL_STEP(A, 0) EL_STEP(B, 1) EL_STEP(C, 2) EL_STEP(D, 3)
+            EL_STEP(A, 0) EL_STEP(B, 1) EL_STEP(C, 2) EL_STEP(D, 3)
+            EL_STEP(A, 0) EL_STEP(B, 1) EL_STEP(C, 2) EL_STEP(D, 3)
+        }
+#undef EL_OK
+#undef EL_STEP
+        el_from_fl(&ln[0], &A, base), el_from_fl(&ln[1], &B, base);
+        el_from_fl(&ln[2], &C, base), el_from_fl(&ln[3], &D, base);
+        if (which < 0) return QT_LANES;
+        int rc = el_slow(&ln[which], c);
+        if (rc < 0) return rc;
+        if (rc == 1) {
+            rc = qt_br_finish(&ln[which].br, ln[which].len);
+            return rc < 0 ? rc : which;
+        }
+    }
+}
+
+int qt_elias_decode_levels(const qt_wire *w, const uint8_t *scales, const qt_lane *lanes,
+                           int nlanes, float f, float *out)
+{
+    uint16_t lut[1 << DTB];
     dec_table_init(lut, w->s);
     uint16_t *olut = NULL;
-    if (n >= OTAB_MIN_N) {
+    if (w->n >= OTAB_MIN_N) {
         olut = qt_malloc(sizeof(uint16_t) << OTB);
         omega_table_init(olut);
     }
-    qt_bitreader br;
-    qt_br_init(&br, stream, len);
-    uint64_t last = 0;
-    /* The current bucket ends at bend (positions only grow, so a new bucket is the first
-     * element at or past it). */
-    size_t bend = 0;
-    /* elev[sign | level << 1]: the signed level (a sign branch would mispredict half
-     * the time). */
     float elev[512];
     for (int v = 0; v < 256; v++) {
         elev[2 * v] = (float)v;
         elev[2 * v + 1] = -(float)v;
     }
-    float unit = 0.0f;
-    int rc = QT_CODEC_OK;
-    for (;;) {
-        {
-            qt_br_refill(&br);
-            /* Up to four table triples per refill (each <= 12 of >= 56 bits). Not once
-             * the reader has passed the end (zeros would decode as triples). */
-            int t = 0;
-            for (; t < 4 && !br.phantom; t++) {
-                uint32_t e = lut[qt_br_peek(&br, DTB)];
-                uint64_t pos = last + (e >> 16);
-                if (!e || pos > n) break; /* slow code, or the terminator */
-                qt_br_skip(&br, (int)(e & 63));
-                size_t i = (size_t)(pos - 1);
-                if (i >= bend) {
-                    size_t k = i / w->d;
-                    bend = (k + 1) * w->d;
-                    unit = qt_load_f32(scales + 4 * k) / sf;
-                }
-                out[i] += f * (elev[(e >> 6) & 511] * unit);
-                last = pos;
-            }
-            if (t == 4) continue;
-        }
-        uint64_t gap, a;
-        qt_br_refill(&br); /* one refill serves gap, sign and level from the tables */
-        if (read_omega(&br, olut, &gap) != 0) {
-            rc = QT_CODEC_ECORRUPT;
-            break;
-        }
-        uint64_t pos = last + gap;
-        if (pos == n + 1) break;
-        if (pos > n) {
-            rc = QT_CODEC_ECORRUPT;
-            break;
-        }
-        if (br.cnt < OTB + 1) qt_br_refill(&br);
-        unsigned sign = (unsigned)qt_br_peek(&br, 1);
-        qt_br_skip(&br, 1);
-        if (read_omega(&br, olut, &a) != 0 || a > s) {
-            rc = QT_CODEC_ECORRUPT;
-            break;
-        }
-        /* Past the end of the bytes the reader feeds zeros: stop at the first element. */
-        if (br.phantom && qt_br_used(&br) > 8 * (uint64_t)len) {
-            rc = QT_CODEC_ETRUNC;
-            break;
-        }
-        size_t i = (size_t)(pos - 1);
-        if (i >= bend) {
-            size_t k = i / w->d;
-            bend = (k + 1) * w->d;
-            unit = qt_load_f32(scales + 4 * k) / sf;
-        }
-        float qv = qt_bits_f32(qt_f32_bits((float)a) ^ (uint32_t)sign << 31);
-        out[i] += f * (qv * unit);
-        last = pos;
+    const el_ctx c = {w, scales, lut, olut, elev, f, (float)w->s, (uint64_t)w->s, out};
+    el_lane ln[QT_LANES];
+    for (int j = 0; j < nlanes; j++) {
+        qt_br_init(&ln[j].br, lanes[j].bytes, lanes[j].len);
+        ln[j].len = lanes[j].len;
+        ln[j].last = lanes[j].i0;
+        ln[j].lend = lanes[j].i1;
+        ln[j].bend = lanes[j].i0; /* the first element loads its bucket's scale */
+        ln[j].unit = 0.0f;
     }
+    int rc = 0, ended = -1;
+    if (nlanes == QT_LANES) {
+        rc = el_lanes4(ln, &c);
+        ended = rc;
+        if (rc == QT_LANES) rc = 0; /* no lane ended yet */
+    }
+    for (int j = 0; j < nlanes && rc >= 0; j++)
+        if (j != ended) rc = el_lane_run(&ln[j], &c);
     free(olut);
-    return rc != QT_CODEC_OK ? rc : qt_br_finish(&br, len);
+    return rc < 0 ? rc : QT_CODEC_OK;
 }

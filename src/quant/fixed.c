@@ -176,6 +176,7 @@ static int fixed_decode(const qt_wire *w, const uint8_t *payload, float f, float
  * longer messages quantize again instead (measured: the page faults of a 32 MB buffer
  * per call cost more than the second quantization). */
 enum { CHUNK = 3840, LEVELS_KEEP = 1 << 22 };
+_Static_assert(QT_LANE_ALIGN % CHUNK == 0 && CHUNK % 8 == 0 && CHUNK % 15 == 0, "chunks");
 
 /* Levels of elements [c0, c1) into q. store: compute each bucket's scale when the chunk
  * reaches its first element and store it in the payload; else read it back from there. */
@@ -231,59 +232,77 @@ int qt_levels_encode(const qt_wire *w, const qt_quantizer *qz, uint8_t *payload,
     /* Entropy codes: a first pass measures the exact stream (scales stored, residual
      * untouched), the second quantizes again (same levels: a pure function of g, h and
      * the key), updates the residual and writes the stream, or fixed codes when the
-     * stream would be longer. Twice the quantizer's work, but no message-sized buffer. */
+     * stream would be longer. Twice the quantizer's work, but no message-sized buffer.
+     * Both passes go lane by lane (quantizer.h); chunks never straddle lanes. */
     const bool elias = w->enc == QT_ENC_ELIAS;
+    size_t ls[QT_LANES + 1];
+    const int nl = qt_lane_starts(n, ls);
     qt_elias_enc ee;
     qt_huffman_enc he;
     if (elias)
         qt_elias_enc_init(&ee, w);
     else
         qt_huffman_enc_init(&he, w);
+    uint64_t lane_bits[QT_LANES];
     int16_t *kept = n <= LEVELS_KEEP ? qt_malloc(n * sizeof *kept) : NULL;
-    for (size_t c0 = 0; c0 < n; c0 += CHUNK) {
-        size_t c1 = QT_MIN(c0 + CHUNK, n);
-        int16_t *lev = kept ? kept + c0 : q;
-        quant_chunk(w, qz, payload, c0, c1, true, false, lev);
-        if (elias)
-            qt_elias_count(&ee, lev, c0, c1 - c0);
-        else
-            qt_huffman_count(&he, lev, c1 - c0);
+    for (int j = 0; j < nl; j++) {
+        if (elias) qt_elias_lane_begin(&ee, ls[j]);
+        for (size_t c0 = ls[j]; c0 < ls[j + 1]; c0 += CHUNK) {
+            size_t c1 = QT_MIN(c0 + CHUNK, ls[j + 1]);
+            int16_t *lev = kept ? kept + c0 : q;
+            quant_chunk(w, qz, payload, c0, c1, true, false, lev);
+            if (elias)
+                qt_elias_count(&ee, lev, c0, c1 - c0);
+            else
+                qt_huffman_count(&he, j, lev, c1 - c0);
+        }
+        if (elias) lane_bits[j] = qt_elias_lane_bits(&ee, ls[j + 1]);
     }
-    uint64_t bits = elias ? qt_elias_total_bits(&ee, w) : qt_huffman_build(&he);
-    size_t stream = (size_t)((bits + 7) / 8);
+    if (!elias) {
+        uint64_t table = qt_huffman_build(&he);
+        for (int j = 0; j < nl; j++) lane_bits[j] = (j ? 0 : table) + qt_huffman_lane_bits(&he, j);
+    }
+    size_t lane_bytes[QT_LANES], stream = 4 * (size_t)(nl - 1);
+    for (int j = 0; j < nl; j++) stream += lane_bytes[j] = (size_t)((lane_bits[j] + 7) / 8);
     bool fallback = stream > fixed_codes;
     size_t need = fallback ? fixed_codes : stream;
     if (avail < need) {
         free(kept);
         return QT_CODEC_ENOSPC;
     }
-    qt_bitwriter bw;
-    qt_bw_init(&bw, codes, need);
-    if (fallback)
-        zero_tail(w, codes);
-    else if (elias)
-        qt_elias_enc_init(&ee, w);
-    else
-        qt_huffman_write_table(&he, &bw);
-    for (size_t c0 = 0; c0 < n; c0 += CHUNK) {
-        size_t c1 = QT_MIN(c0 + CHUNK, n);
-        int16_t *lev = kept ? kept + c0 : q;
-        if (kept)
-            residual_chunk(w, qz, payload, c0, c1, lev);
-        else
-            quant_chunk(w, qz, payload, c0, c1, false, true, lev);
-        if (fallback)
-            pack_range(w, lev, c0, c1 - c0, codes);
-        else if (elias)
-            qt_elias_write(&ee, &bw, lev, c0, c1 - c0);
-        else
-            qt_huffman_write(&he, &bw, lev, c1 - c0);
+    if (fallback) zero_tail(w, codes);
+    uint8_t *lane_at = codes + 4 * (size_t)(nl - 1);
+    for (int j = 0; j < nl; j++) {
+        qt_bitwriter bw;
+        if (!fallback) {
+            if (j < nl - 1) qt_store_u32(codes + 4 * (size_t)j, (uint32_t)lane_bytes[j]);
+            qt_bw_init(&bw, lane_at, lane_bytes[j]);
+            if (elias)
+                qt_elias_lane_begin(&ee, ls[j]);
+            else if (j == 0)
+                qt_huffman_write_table(&he, &bw);
+        }
+        for (size_t c0 = ls[j]; c0 < ls[j + 1]; c0 += CHUNK) {
+            size_t c1 = QT_MIN(c0 + CHUNK, ls[j + 1]);
+            int16_t *lev = kept ? kept + c0 : q;
+            if (kept)
+                residual_chunk(w, qz, payload, c0, c1, lev);
+            else
+                quant_chunk(w, qz, payload, c0, c1, false, true, lev);
+            if (fallback)
+                pack_range(w, lev, c0, c1 - c0, codes);
+            else if (elias)
+                qt_elias_write(&ee, &bw, lev, c0, c1 - c0);
+            else
+                qt_huffman_write(&he, &bw, lev, c1 - c0);
+        }
+        if (!fallback) {
+            if (elias) qt_elias_lane_finish(&ee, &bw, ls[j + 1]);
+            QT_ASSERT(qt_bw_finish(&bw) == lane_bytes[j] && !bw.over);
+            lane_at += lane_bytes[j];
+        }
     }
     free(kept);
-    if (!fallback) {
-        if (elias) qt_elias_finish(&ee, &bw, w);
-        QT_ASSERT(qt_bw_finish(&bw) == stream && !bw.over);
-    }
     *extra_flags = fallback ? QT_WIRE_FLAG_FALLBACK : 0;
     *payload_bytes = sbytes + need;
     return QT_CODEC_OK;
@@ -300,7 +319,23 @@ int qt_levels_decode(const qt_wire *w, unsigned extra_flags, const uint8_t *payl
         if (len > want) return QT_CODEC_ECORRUPT;
         return fixed_decode(w, payload, scale, out);
     }
-    if (w->enc == QT_ENC_ELIAS)
-        return qt_elias_decode_levels(w, payload, payload + sbytes, len - sbytes, scale, out);
-    return qt_huffman_decode_levels(w, payload, payload + sbytes, len - sbytes, scale, out);
+    /* The lanes' byte lengths, all checked against len before out is touched (a lane
+     * that is too short for its codes reads as truncated in its decoder). */
+    size_t ls[QT_LANES + 1];
+    const int nl = qt_lane_starts(w->n, ls);
+    const uint8_t *p = payload + sbytes;
+    size_t rest = len - sbytes;
+    if (rest < 4 * (size_t)(nl - 1)) return QT_CODEC_ETRUNC;
+    qt_lane lanes[QT_LANES];
+    const uint8_t *at = p + 4 * (size_t)(nl - 1);
+    rest -= 4 * (size_t)(nl - 1);
+    for (int j = 0; j < nl; j++) {
+        size_t lb = j < nl - 1 ? qt_load_u32(p + 4 * (size_t)j) : rest;
+        if (lb > rest) return QT_CODEC_ETRUNC;
+        lanes[j] = (qt_lane){at, lb, ls[j], ls[j + 1]};
+        at += lb;
+        rest -= lb;
+    }
+    if (w->enc == QT_ENC_ELIAS) return qt_elias_decode_levels(w, payload, lanes, nl, scale, out);
+    return qt_huffman_decode_levels(w, payload, lanes, nl, scale, out);
 }

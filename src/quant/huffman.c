@@ -5,8 +5,10 @@
  * One level per symbol would cost at least 1 bit per element, capping the ratio near 32x;
  * grouping lets mostly-zero levels (ECQ-SGD's regime) cost well under a bit. The last
  * group is padded with zero levels.
- * Stream (MSB-first, after the scale array): for each symbol 0..A^g-1 a "0" (unused) or
- * "1" + 4 bits (code length - 1); then the codes of the groups; zero bits to a byte.
+ * Streams (MSB-first, after the scale array; one lane below 64K elements, four above, as
+ * quantizer.h lays them out): lane 0 starts with the table, for each symbol 0..A^g-1 a
+ * "0" (unused) or "1" + 4 bits (code length - 1); each lane then holds the codes of the
+ * groups of its elements, then zero bits to a byte.
  * Code lengths (qt_huffman_lengths, deterministic so a CUDA encoder that counts on the
  * GPU and builds the table with this function emits the same bytes): sort the used
  * symbols by (count, symbol); merge with two queues, taking the leaf queue on ties;
@@ -24,7 +26,7 @@
  * HUF_BIG_GROUPS symbols, which repay the second pass over the table. */
 enum { HUF_MAXLEN = 16, HUF_MAXSYM = 256 };
 enum { HUF_TB = 11, HUF_BIG_GROUPS = 1 << 16 };
-/* The decoder's fast loop: four lookups per refill (>= 56 bits), and after a slow code
+/* The decoder's fast loops: four lookups per refill (>= 56 bits), and after a slow code
  * (which refills, then takes <= 16 bits) three more. */
 _Static_assert(4 * HUF_TB <= 56 && 3 * HUF_TB <= 56 - HUF_MAXLEN, "lookup bits");
 
@@ -167,7 +169,7 @@ static size_t chunk_symbols(const qt_huffman_enc *h, const int16_t *q, size_t le
     return t;
 }
 
-void qt_huffman_count(qt_huffman_enc *h, const int16_t *q, size_t len)
+void qt_huffman_count(qt_huffman_enc *h, int lane, const int16_t *q, size_t len)
 {
     uint8_t sym[3840];
     size_t t = chunk_symbols(h, q, len, sym);
@@ -183,8 +185,11 @@ void qt_huffman_count(qt_huffman_enc *h, const int16_t *q, size_t len)
         c4[3][sym[i + 3]]++;
     }
     for (; i < t; i++) c4[0][sym[i]]++;
-    for (int v = 0; v < h->m; v++)
-        h->count[v] += (uint64_t)c4[0][v] + c4[1][v] + c4[2][v] + c4[3][v];
+    for (int v = 0; v < h->m; v++) {
+        uint32_t c = c4[0][v] + c4[1][v] + c4[2][v] + c4[3][v];
+        h->count[v] += c;
+        h->lane_count[lane][v] += c;
+    }
 }
 
 uint64_t qt_huffman_build(qt_huffman_enc *h)
@@ -192,9 +197,16 @@ uint64_t qt_huffman_build(qt_huffman_enc *h)
     uint32_t first[HUF_MAXLEN + 1], cnt[HUF_MAXLEN + 1];
     qt_huffman_lengths(h->count, h->m, h->len);
     canonical(h->len, h->m, h->code, first, cnt);
-    uint64_t total = 0;
-    for (int i = 0; i < h->m; i++) total += (h->len[i] ? 5u : 1u) + h->count[i] * h->len[i];
-    return total;
+    uint64_t table = 0;
+    for (int i = 0; i < h->m; i++) table += h->len[i] ? 5u : 1u;
+    return table;
+}
+
+uint64_t qt_huffman_lane_bits(const qt_huffman_enc *h, int lane)
+{
+    uint64_t bits = 0;
+    for (int i = 0; i < h->m; i++) bits += (uint64_t)h->lane_count[lane][i] * h->len[i];
+    return bits;
 }
 
 void qt_huffman_write_table(const qt_huffman_enc *h, qt_bitwriter *bw)
@@ -228,7 +240,7 @@ typedef struct {
  * matches. Refills for itself. Canonical codes of a longer length are larger numbers
  * when left-justified, so the length is tb + 1 plus the count of longer lengths whose
  * codes all lie below the next 16 bits (no branch per length). */
-static int huf_slow(qt_bitreader *br, const huf_dec *d)
+static inline __attribute__((always_inline)) int huf_slow(qt_bitreader *br, const huf_dec *d)
 {
     qt_br_refill(br);
     uint32_t p16 = (uint32_t)qt_br_peek(br, HUF_MAXLEN);
@@ -279,17 +291,110 @@ static void huf_add_1(const qt_wire *w, const uint8_t *scales, const uint8_t *sy
     }
 }
 
-int qt_huffman_decode_levels(const qt_wire *w, const uint8_t *scales, const uint8_t *stream,
-                             size_t len_bytes, float f, float *out)
+/* One table lookup: one to three symbols to *spp (four bytes always, one store: no branch
+ * on the count, which varies unpredictably; the buffers have room for the spare ones), or one
+ * slow code. Needs tb buffered bits unless slow; false if no code matches. */
+static inline __attribute__((always_inline)) bool huf_look(qt_bitreader *br, uint8_t **spp,
+                                                          const uint32_t *lut, const huf_dec *d)
+{
+    uint32_t e = lut[qt_br_peek(br, d->tb)];
+    uint8_t *sp = *spp;
+    if (__builtin_expect(!e, 0)) {
+        int v = huf_slow(br, d);
+        if (v < 0) return false;
+        *sp = (uint8_t)v;
+        *spp = sp + 1;
+        return true;
+    }
+    uint32_t syms = e >> 8; /* little-endian: sym1 is the first byte */
+    memcpy(sp, &syms, 4);
+    *spp = sp + ((e >> 6) & 3);
+    qt_br_skip(br, (int)(e & 63));
+    return true;
+}
+
+/* One lane's decoder: its reader, its symbol buffer for this round (sp .. send), the
+ * groups it has left and its next element. */
+enum { HUF_CHUNK = 512 };
+typedef struct {
+    qt_bitreader br;
+    size_t len, left, i0, i1;
+    uint8_t *sp, *send;
+    uint8_t sbuf[HUF_CHUNK + 4];
+} huf_lane;
+
+/* The fast loop of one lane: four lookups per refill (each <= tb bits of >= 56; a slow
+ * code refills before it reads, leaving >= 40 bits for the remaining three) writing up to
+ * 12 symbols, while that many fit; then the rest one by one. False on a bad code. */
+static bool huf_lane_fill(huf_lane *L, const uint32_t *lut, const uint16_t *one,
+                          const huf_dec *d)
+{
+    qt_bitreader *br = &L->br;
+    while (L->send - L->sp >= 12) {
+        qt_br_refill(br);
+        for (int r = 0; r < 4; r++)
+            if (!huf_look(br, &L->sp, lut, d)) return false;
+    }
+    while (L->sp < L->send) {
+        qt_br_refill(br);
+        uint32_t e = one[qt_br_peek(br, d->tb)];
+        int v;
+        if (e) {
+            v = (int)(e & 255);
+            qt_br_skip(br, (int)(e >> 8));
+        } else if ((v = huf_slow(br, d)) < 0) {
+            return false;
+        }
+        *L->sp++ = (uint8_t)v;
+    }
+    return true;
+}
+
+/* Four lanes' fast loops interleaved (four independent chains of lookups) while each has
+ * room for 12 more symbols; the lanes are copied into locals so that the compiler keeps
+ * their readers in registers. False on a bad code. */
+static bool huf_lanes4_fill(huf_lane *ln, const uint32_t *lut, const huf_dec *d)
+{
+    qt_bitreader A = ln[0].br, B = ln[1].br, C = ln[2].br, D = ln[3].br;
+    uint8_t *pa = ln[0].sp, *pb = ln[1].sp, *pc = ln[2].sp, *pd = ln[3].sp;
+    uint8_t *const ea = ln[0].send - 12, *const eb = ln[1].send - 12;
+    uint8_t *const ec = ln[2].send - 12, *const ed = ln[3].send - 12;
+    bool ok = true;
+    while (ok && pa <= ea && pb <= eb && pc <= ec && pd <= ed) {
+        qt_br_refill(&A);
+        qt_br_refill(&B);
+        qt_br_refill(&C);
+        qt_br_refill(&D);
+        for (int r = 0; r < 4; r++) {
+            ok &= huf_look(&A, &pa, lut, d);
+            ok &= huf_look(&B, &pb, lut, d);
+            ok &= huf_look(&C, &pc, lut, d);
+            ok &= huf_look(&D, &pd, lut, d);
+        }
+    }
+    ln[0].br = A, ln[1].br = B, ln[2].br = C, ln[3].br = D;
+    ln[0].sp = pa, ln[1].sp = pb, ln[2].sp = pc, ln[3].sp = pd;
+    return ok;
+}
+
+int qt_huffman_decode_levels(const qt_wire *w, const uint8_t *scales, const qt_lane *lanes,
+                             int nlanes, float f, float *out)
 {
     const int s = w->s, a = 2 * s + 1;
     int m;
     const int g = qt_huffman_group(s, &m);
-    const size_t n = w->n, groups = (n + (size_t)g - 1) / (size_t)g;
-    qt_bitreader br;
-    qt_br_init(&br, stream, len_bytes);
+    huf_lane *ln = qt_malloc(sizeof(huf_lane) * (size_t)nlanes);
+    for (int j = 0; j < nlanes; j++) {
+        qt_br_init(&ln[j].br, lanes[j].bytes, lanes[j].len);
+        ln[j].len = lanes[j].len;
+        ln[j].i0 = lanes[j].i0;
+        ln[j].i1 = lanes[j].i1;
+        ln[j].left = (lanes[j].i1 - lanes[j].i0 + (size_t)g - 1) / (size_t)g;
+    }
+    int rc = QT_CODEC_ECORRUPT;
+    qt_bitreader *br = &ln[0].br;
 
-    /* Table: lengths, Kraft check (an over-full code is not ours), canonical codes. */
+    /* Table (lane 0): lengths, Kraft check (an over-full code is not ours), canonical codes. */
     uint8_t len[HUF_MAXSYM];
     uint32_t code[HUF_MAXSYM];
     huf_dec d;
@@ -297,14 +402,17 @@ int qt_huffman_decode_levels(const qt_wire *w, const uint8_t *scales, const uint
     int used = 0;
     for (int i = 0; i < m; i++) {
         len[i] = 0;
-        if (qt_br_get(&br, 1)) {
-            len[i] = (uint8_t)(qt_br_get(&br, 4) + 1);
+        if (qt_br_get(br, 1)) {
+            len[i] = (uint8_t)(qt_br_get(br, 4) + 1);
             kraft += 1u << (HUF_MAXLEN - len[i]);
             used++;
         }
     }
-    if (br.phantom && qt_br_used(&br) > 8 * (uint64_t)len_bytes) return QT_CODEC_ETRUNC;
-    if (kraft > (1u << HUF_MAXLEN) || used == 0) return QT_CODEC_ECORRUPT;
+    if (br->phantom && qt_br_used(br) > 8 * (uint64_t)ln[0].len) {
+        rc = QT_CODEC_ETRUNC;
+        goto done;
+    }
+    if (kraft > (1u << HUF_MAXLEN) || used == 0) goto done;
     canonical(len, m, code, d.first, d.cnt);
     d.offs[1] = 0;
     for (int l = 1; l <= HUF_MAXLEN; l++) {
@@ -324,6 +432,7 @@ int qt_huffman_decode_levels(const qt_wire *w, const uint8_t *scales, const uint
      * length in the low six bits: the shift of the bit buffer, on the decoder's critical
      * path, takes the entry as it is); zero exactly where one[] is. Multi-symbol
      * entries only for large messages. */
+    const size_t groups = (w->n + (size_t)g - 1) / (size_t)g;
     const bool big = groups >= HUF_BIG_GROUPS;
     const int tb = HUF_TB;
     d.tb = tb;
@@ -364,61 +473,44 @@ int qt_huffman_decode_levels(const qt_wire *w, const uint8_t *scales, const uint
         }
     }
 
-    /* Chunks of CHUNK symbols: decode them all (never more: past the last symbol the bits
-     * are padding), check that the reader has not run past the end, then add. The fast
-     * loop does four lookups per refill (each <= tb bits of >= 56; a slow code
-     * refills before it reads, leaving >= 40 bits for the remaining three) and writes
-     * up to 12 symbols, so it runs while that many fit; the tail goes one by one. */
-    enum { CHUNK = 512 };
-    uint8_t sbuf[CHUNK + 4];
-    int16_t lv[CHUNK * 5 + 8];
-    size_t i0 = 0;
-    for (size_t done = 0; done < groups;) {
-        const size_t want = QT_MIN(groups - done, (size_t)CHUNK);
-        uint8_t *sp = sbuf, *const send = sbuf + want;
-        while (send - sp >= 12) {
-            qt_br_refill(&br);
-            for (int r = 0; r < 4; r++) {
-                uint32_t e = lut[qt_br_peek(&br, tb)];
-                if (__builtin_expect(!e, 0)) {
-                    int v = huf_slow(&br, &d);
-                    if (v < 0) return QT_CODEC_ECORRUPT;
-                    *sp++ = (uint8_t)v;
-                    continue;
-                }
-                /* all three bytes always (no branch on the count, which varies
-                 * unpredictably); sbuf has room for the spare ones */
-                sp[0] = (uint8_t)(e >> 8);
-                sp[1] = (uint8_t)(e >> 16);
-                sp[2] = (uint8_t)(e >> 24);
-                sp += (e >> 6) & 3;
-                qt_br_skip(&br, (int)(e & 63));
+    /* Rounds: every lane decodes up to HUF_CHUNK of its symbols (never more: past its
+     * last symbol the bits are padding), checks that its reader has not run past its
+     * end, then adds them. The lanes' fast loops run interleaved while all four have
+     * room, then each finishes on its own. */
+    int16_t lv[HUF_CHUNK * 5 + 8];
+    for (;;) {
+        bool any = false;
+        for (int j = 0; j < nlanes; j++) {
+            ln[j].sp = ln[j].sbuf;
+            ln[j].send = ln[j].sbuf + QT_MIN(ln[j].left, (size_t)HUF_CHUNK);
+            any |= ln[j].left > 0;
+        }
+        if (!any) break;
+        if (nlanes == QT_LANES && !huf_lanes4_fill(ln, lut, &d)) goto done;
+        for (int j = 0; j < nlanes; j++) {
+            huf_lane *L = &ln[j];
+            if (!huf_lane_fill(L, lut, one, &d)) goto done;
+            if (L->br.phantom && qt_br_used(&L->br) > 8 * (uint64_t)L->len) {
+                rc = QT_CODEC_ETRUNC;
+                goto done;
             }
-        }
-        while (sp < send) {
-            qt_br_refill(&br);
-            uint32_t e = one[qt_br_peek(&br, tb)];
-            int v;
-            if (e) {
-                v = (int)(e & 255);
-                qt_br_skip(&br, (int)(e >> 8));
-            } else if ((v = huf_slow(&br, &d)) < 0) {
-                return QT_CODEC_ECORRUPT;
+            const size_t want = (size_t)(L->send - L->sbuf);
+            const size_t cnt_el = QT_MIN(want * (size_t)g, L->i1 - L->i0);
+            int r = 0;
+            switch (g) {
+            case 1: huf_add_1(w, scales, L->sbuf, L->i0, cnt_el, f, out); break;
+            case 2: r = huf_add_g(w, scales, digits, L->sbuf, want, 2, L->i0, cnt_el, f, out, lv); break;
+            case 3: r = huf_add_g(w, scales, digits, L->sbuf, want, 3, L->i0, cnt_el, f, out, lv); break;
+            default: r = huf_add_g(w, scales, digits, L->sbuf, want, 5, L->i0, cnt_el, f, out, lv); break;
             }
-            *sp++ = (uint8_t)v;
+            if (r) goto done;
+            L->left -= want;
+            L->i0 += cnt_el;
         }
-        if (br.phantom && qt_br_used(&br) > 8 * (uint64_t)len_bytes) return QT_CODEC_ETRUNC;
-        const size_t cnt_el = QT_MIN(want * (size_t)g, n - i0);
-        int rc = 0;
-        switch (g) {
-        case 1: huf_add_1(w, scales, sbuf, i0, cnt_el, f, out); break;
-        case 2: rc = huf_add_g(w, scales, digits, sbuf, want, 2, i0, cnt_el, f, out, lv); break;
-        case 3: rc = huf_add_g(w, scales, digits, sbuf, want, 3, i0, cnt_el, f, out, lv); break;
-        default: rc = huf_add_g(w, scales, digits, sbuf, want, 5, i0, cnt_el, f, out, lv); break;
-        }
-        if (rc) return rc;
-        done += want;
-        i0 += cnt_el;
     }
-    return qt_br_finish(&br, len_bytes);
+    rc = 0;
+    for (int j = 0; j < nlanes && !rc; j++) rc = qt_br_finish(&ln[j].br, ln[j].len);
+done:
+    free(ln);
+    return rc;
 }

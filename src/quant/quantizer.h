@@ -75,37 +75,82 @@ void qt_levels_add(const qt_wire *w, const uint8_t *scales, const int16_t *q, si
  * levels in chunks (fixed.c): `count` measures the exact stream length, then, unless it
  * is longer than fixed packing, `write` emits it. Chunks come in index order; huffman
  * chunks start at multiples of its group size. decode: adds the levels to out, with the
- * scale array of the payload. */
+ * scale array of the payload.
+ *
+ * Lanes: a message of at least QT_LANES_MIN_N elements is coded as QT_LANES independent
+ * streams over consecutive element ranges, lane j holding elements [start[j], start[j+1])
+ * (qt_lane_starts), so that a decoder interleaves them: decoding one stream is a serial
+ * chain of table lookups, each waiting for the previous code's length, and four chains
+ * keep a core busy where one leaves it idle most of the time. Smaller messages are one
+ * lane. Each lane is a whole stream of its own (elias: gaps count from the lane's start
+ * and it ends with its own terminator; huffman: one code for the message, its table at
+ * the start of lane 0), padded to a byte. Payload after the scales: the byte lengths of
+ * lanes 0..L-2 as u32 little-endian, then the lanes' bytes in order (the last lane's
+ * length is what remains). Lane starts are multiples of QT_LANE_ALIGN: a multiple of 8
+ * (fixed packing's groups, for the fallback), of every huffman group size (1, 2, 3, 5) and
+ * of the encoder's chunk, so no group or chunk straddles two lanes. */
 #include "quant/bitio.h"
+
+enum { QT_LANES = 4, QT_LANES_MIN_N = 1 << 16, QT_LANE_ALIGN = 3840 };
+
+/* Lane starts of an n-element message: start[0] = 0 < start[1] < ... < start[L] = n with
+ * L = 1 or QT_LANES (returned); for n >= QT_LANES_MIN_N every lane holds elements. */
+static inline int qt_lane_starts(size_t n, size_t start[QT_LANES + 1])
+{
+    if (n < QT_LANES_MIN_N) {
+        start[0] = 0;
+        start[1] = n;
+        return 1;
+    }
+    size_t per = (n + QT_LANES - 1) / QT_LANES;
+    per = (per + QT_LANE_ALIGN - 1) / QT_LANE_ALIGN * QT_LANE_ALIGN;
+    for (int j = 0; j < QT_LANES; j++) start[j] = (size_t)j * per;
+    start[QT_LANES] = n;
+    return QT_LANES;
+}
+
+/* One lane of a stream as the decoders see it. */
+typedef struct {
+    const uint8_t *bytes;
+    size_t len;        /* bytes */
+    size_t i0, i1;     /* its elements [i0, i1) */
+} qt_lane;
 
 typedef struct {
     int tab;        /* levels with table codes: |v| <= tab */
-    uint64_t last;  /* 1-based position of the last non-zero so far */
-    uint64_t bits;  /* stream bits so far (count pass) */
+    uint64_t last;  /* 1-based position of the last non-zero so far (lane start before) */
+    uint64_t bits;  /* the lane's stream bits so far (count pass) */
     uint32_t lc[2 * 255 + 1], gc[256];
     uint8_t ll[2 * 255 + 1], gl[256];
 } qt_elias_enc;
 void qt_elias_enc_init(qt_elias_enc *e, const qt_wire *w);
+/* Starts the lane whose first element is i0 (both passes). */
+void qt_elias_lane_begin(qt_elias_enc *e, size_t i0);
 void qt_elias_count(qt_elias_enc *e, const int16_t *q, size_t i0, size_t len);
-uint64_t qt_elias_total_bits(const qt_elias_enc *e, const qt_wire *w); /* + terminator */
+/* Bits of the lane counted so far plus its terminator; the lane ends before element i1. */
+uint64_t qt_elias_lane_bits(const qt_elias_enc *e, size_t i1);
 void qt_elias_write(qt_elias_enc *e, qt_bitwriter *bw, const int16_t *q, size_t i0, size_t len);
-void qt_elias_finish(qt_elias_enc *e, qt_bitwriter *bw, const qt_wire *w);
-int qt_elias_decode_levels(const qt_wire *w, const uint8_t *scales, const uint8_t *stream,
-                           size_t len, float f, float *out);
+/* Writes the lane's terminator (the lane ends before element i1). */
+void qt_elias_lane_finish(qt_elias_enc *e, qt_bitwriter *bw, size_t i1);
+int qt_elias_decode_levels(const qt_wire *w, const uint8_t *scales, const qt_lane *lanes,
+                           int nlanes, float f, float *out);
 
 typedef struct {
     int s, a, g, m;  /* levels, 2s+1, group size, alphabet a^g */
-    uint64_t count[256];
+    uint64_t count[256];                 /* the message's symbol counts */
+    uint32_t lane_count[QT_LANES][256];  /* per lane (a lane has < 2^32 symbols) */
     uint8_t len[256];
     uint32_t code[256];
 } qt_huffman_enc;
 void qt_huffman_enc_init(qt_huffman_enc *h, const qt_wire *w);
-void qt_huffman_count(qt_huffman_enc *h, const int16_t *q, size_t len);
-uint64_t qt_huffman_build(qt_huffman_enc *h); /* code; returns table + code bits */
+void qt_huffman_count(qt_huffman_enc *h, int lane, const int16_t *q, size_t len);
+/* Builds the code from the counts; returns the table's bits (written at lane 0's start). */
+uint64_t qt_huffman_build(qt_huffman_enc *h);
+uint64_t qt_huffman_lane_bits(const qt_huffman_enc *h, int lane); /* its codes' bits */
 void qt_huffman_write_table(const qt_huffman_enc *h, qt_bitwriter *bw);
 void qt_huffman_write(const qt_huffman_enc *h, qt_bitwriter *bw, const int16_t *q, size_t len);
-int qt_huffman_decode_levels(const qt_wire *w, const uint8_t *scales,
-                             const uint8_t *stream, size_t len, float f, float *out);
+int qt_huffman_decode_levels(const qt_wire *w, const uint8_t *scales, const qt_lane *lanes,
+                             int nlanes, float f, float *out);
 /* Huffman symbols group g levels; returns g and the alphabet size A^g (huffman.c). */
 int qt_huffman_group(int s, int *alphabet);
 /* Code lengths (1..16, 0 = unused) of m <= 256 symbols with these counts, built as

@@ -14,9 +14,9 @@
  *   topk:        selection, values, residual and the decode scatter on the GPU; the k
  *                indices (k = ratio * n) are coded and parsed on the host, since their
  *                varint / Elias stream is sequential. These calls synchronise the stream.
- *   host:        the elias and huffman encodings of qsgd/ecq/terngrad: one MSB-first bit
- *                stream per message with no per-bucket offsets, so a decoder cannot split
- *                it across threads without a format change. The codec copies the slice to
+ *   host:        the elias and huffman encodings of qsgd/ecq/terngrad: MSB-first bit
+ *                streams with no per-bucket offsets (at most four lanes per message, which
+ *                a CPU core interleaves; far too few for GPU threads). The codec copies the slice to
  *                pinned host memory, runs the CPU codec and copies the result back,
  *                synchronising the stream. qt_cuda_codec_on_gpu() is false for these.
  *
