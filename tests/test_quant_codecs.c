@@ -289,8 +289,10 @@ static void test_worst_case_fallback(void **state)
     free(g), free(want), free(got);
 }
 
-/* Messages above 2^22 elements take the entropy coders' second path (quantize again
- * instead of keeping the levels): same values and ecq residual as fixed packing. */
+/* Large messages: with s <= 127 the entropy coders keep the first pass's levels as one
+ * byte each up to 8 MB (2^22 + 1000 elements: kept); wider levels take two bytes, so the
+ * same message with s = 300 takes the second path (quantize again). Either way: the same
+ * values and ecq residual as fixed packing. */
 static void test_large_message_paths(void **state)
 {
     (void)state;
@@ -299,25 +301,32 @@ static void test_large_message_paths(void **state)
     float *ref = calloc(n, 4), *got = malloc(n * 4);
     tq_gaussian(g, n, 900, 1.0f);
     for (size_t i = 0; i < n; i++) h0[i] = 0.25f * g[(i * 7919) % n];
-    for (int e = 0; e < QT_ENC_COUNT; e++) {
-        qt_codec_params p;
-        qt_codec_params_default(&p, QT_CODEC_ECQ);
-        p.levels = 1, p.bucket = 128, p.norm = QT_NORM_L2, p.encoding = (qt_codec_encoding)e;
-        memcpy(e == 0 ? hf : h, h0, n * 4);
-        size_t bytes;
-        int rc;
-        uint8_t *buf = tq_encode(&p, g, e == 0 ? hf : h, n, 3, 1, 64, &bytes, &rc);
-        assert_int_equal(rc, 0);
-        if (e == 0) {
-            assert_int_equal(qt_codec_decode_add(&p, buf, bytes, n, 1.0f, ref), 0);
-        } else {
-            memset(got, 0, n * 4);
-            assert_int_equal(qt_codec_decode_add(&p, buf, bytes, n, 1.0f, got), 0);
-            expect_same(got, ref, n, "large message values");
-            expect_same(h, hf, n, "large message residual");
+    const int wide[] = {1, 300};
+    for (int t = 0; t < 2; t++)
+        for (int e = 0; e < QT_ENC_COUNT; e++) {
+            if (wide[t] > QT_CODEC_MAX_HUFFMAN_LEVELS && e == QT_ENC_HUFFMAN) continue;
+            qt_codec_params p;
+            qt_codec_params_default(&p, QT_CODEC_ECQ);
+            /* s = 300 with one l2 bucket: sparse levels, so a real elias stream */
+            p.levels = wide[t], p.bucket = t ? 0 : 128, p.norm = QT_NORM_L2;
+            p.encoding = (qt_codec_encoding)e;
+            memcpy(e == 0 ? hf : h, h0, n * 4);
+            size_t bytes;
+            int rc;
+            uint8_t *buf = tq_encode(&p, g, e == 0 ? hf : h, n, 3, 1, 64, &bytes, &rc);
+            assert_int_equal(rc, 0);
+            if (e == 0) {
+                memset(ref, 0, n * 4);
+                assert_int_equal(qt_codec_decode_add(&p, buf, bytes, n, 1.0f, ref), 0);
+            } else {
+                assert_int_equal(buf[4] & 2, 0); /* an entropy stream, not the fallback */
+                memset(got, 0, n * 4);
+                assert_int_equal(qt_codec_decode_add(&p, buf, bytes, n, 1.0f, got), 0);
+                expect_same(got, ref, n, "large message values");
+                expect_same(h, hf, n, "large message residual");
+            }
+            free(buf);
         }
-        free(buf);
-    }
     free(g), free(h0), free(h), free(hf), free(ref), free(got);
     /* the decoders' tables for large messages (elias omega table, huffman pairs) */
     const size_t m = 300000;

@@ -61,6 +61,20 @@ static inline void qt_bw_put(qt_bitwriter *w, uint64_t bits, int len)
     w->cnt &= 7;
 }
 
+/* qt_bw_put where the caller has checked that at least 8 bytes are left before the end
+ * (the hot loops check once per block of codes instead of once per code). */
+static inline void qt_bw_put_fast(qt_bitwriter *w, uint64_t bits, int len)
+{
+    w->cnt += len;
+    w->acc |= bits << ((64 - w->cnt) & 63);
+    uint64_t v = __builtin_bswap64(w->acc);
+    memcpy(w->p, &v, 8);
+    int nbytes = w->cnt >> 3;
+    w->p += nbytes;
+    w->acc <<= 8 * nbytes;
+    w->cnt &= 7;
+}
+
 /* Like qt_bw_put for len in 0..64. */
 static inline void qt_bw_put_long(qt_bitwriter *w, uint64_t bits, int len)
 {

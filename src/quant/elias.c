@@ -39,6 +39,7 @@ void qt_elias_enc_init(qt_elias_enc *e, const qt_wire *w)
 {
     const int tab = QT_MIN(w->s, (int)LTAB);
     e->tab = tab;
+    e->s = w->s;
     e->last = 0;
     e->bits = 0;
     for (int v = -tab; v <= tab; v++) {
@@ -71,14 +72,51 @@ static inline uint64_t nonzero_mask(const int16_t *q, size_t cnt)
     return m;
 }
 
+/* Blocks with at least this many non-zeros of 64 go run by run (below). */
+enum { DENSE_BLOCK = 40 };
+
+/* The lowest run of consecutive set bits of mask (!= 0): its first bit and length. */
+static inline int next_run(uint64_t mask, int *len)
+{
+    int st = __builtin_ctzll(mask);
+    uint64_t m = ~(mask >> st);
+    *len = m ? __builtin_ctzll(m) : 64 - st;
+    return st;
+}
+
+static inline uint64_t clear_run(uint64_t mask, int st, int len)
+{
+    return st + len >= 64 ? 0 : mask & (~0ull << (st + len));
+}
+
 /* Both passes walk the non-zeros of 64-level blocks through a bit mask: zeros cost
- * nothing and no branch depends on whether a level is zero. */
+ * nothing and no branch depends on whether a level is zero. When every level has a
+ * table code (s <= 255), dense blocks go run by run: inside a run of non-zeros every gap
+ * is 1, whose code ("0") the level table's codes already start with. */
 void qt_elias_count(qt_elias_enc *e, const int16_t *q, size_t i0, size_t len)
 {
     const int tab = e->tab;
     uint64_t last = e->last, bits = 0;
     for (size_t base = 0; base < len; base += 64) {
         uint64_t mask = nonzero_mask(q + base, QT_MIN((size_t)64, len - base));
+        if (tab == e->s && __builtin_popcountll(mask) >= DENSE_BLOCK) {
+            while (mask) {
+                int r, st = next_run(mask, &r);
+                mask = clear_run(mask, st, r);
+                const int16_t *qq = q + base + (size_t)st;
+                uint64_t pos = i0 + base + (size_t)st + 1, gap = pos - last;
+                int v = qq[0];
+                if (gap < GTAB)
+                    bits += (uint64_t)e->gl[gap] + e->ll[v + tab] - 1;
+                else
+                    bits += (uint64_t)qt_omega_len(gap) + e->ll[v + tab] - 1;
+                uint32_t rb = 0;
+                for (int k = 1; k < r; k++) rb += e->ll[qq[k] + tab];
+                bits += rb;
+                last = pos + (uint64_t)r - 1;
+            }
+            continue;
+        }
         while (mask) {
             size_t j = base + (size_t)__builtin_ctzll(mask);
             mask &= mask - 1;
@@ -109,10 +147,63 @@ uint64_t qt_elias_lane_bits(const qt_elias_enc *e, size_t i1)
 
 void qt_elias_write(qt_elias_enc *e, qt_bitwriter *bw, const int16_t *q, size_t i0, size_t len)
 {
+    /* The writer as a local: its byte stores could alias *bw, which would keep the bit
+     * accumulator in memory (a store and reload per code on the critical path). */
+    qt_bitwriter b = *bw;
     const int tab = e->tab;
+    /* every level is a table level when s <= LTAB; a block of 64 table codes (gap < 256
+     * and |level| <= 255: at most 14 + 1 + 14 bits each) then takes <= 232 bytes, and a
+     * longer gap's code (put_level_slow, which checks for itself) comes at most once */
+    const bool all_tab = tab == e->s;
     uint64_t last = e->last;
     for (size_t base = 0; base < len; base += 64) {
         uint64_t mask = nonzero_mask(q + base, QT_MIN((size_t)64, len - base));
+        if (all_tab && b.end - b.p >= 240 && __builtin_popcountll(mask) >= DENSE_BLOCK) {
+            while (mask) {
+                int r, st = next_run(mask, &r);
+                mask = clear_run(mask, st, r);
+                const int16_t *qq = q + base + (size_t)st;
+                uint64_t pos = i0 + base + (size_t)st + 1, gap = pos - last;
+                int v = qq[0];
+                if (__builtin_expect(gap >= GTAB, 0)) {
+                    *bw = b;
+                    put_level_slow(bw, gap, v);
+                    b = *bw;
+                } else {
+                    int l1 = e->ll[v + tab];
+                    qt_bw_put_fast(&b, ((uint64_t)e->gc[gap] << (l1 - 1)) | e->lc[v + tab],
+                                   e->gl[gap] + l1 - 1);
+                }
+                /* gap 1: two codes (<= 16 bits each) per put */
+                int k = 1;
+                for (; k + 1 < r; k += 2) {
+                    int a0 = qq[k] + tab, a1 = qq[k + 1] + tab, l1 = e->ll[a1];
+                    qt_bw_put_fast(&b, (uint64_t)e->lc[a0] << l1 | e->lc[a1], e->ll[a0] + l1);
+                }
+                if (k < r) qt_bw_put_fast(&b, e->lc[qq[k] + tab], e->ll[qq[k] + tab]);
+                last = pos + (uint64_t)r - 1;
+            }
+            continue;
+        }
+        if (all_tab && b.end - b.p >= 240) {
+            while (mask) {
+                size_t j = base + (size_t)__builtin_ctzll(mask);
+                mask &= mask - 1;
+                int v = q[j];
+                uint64_t pos = i0 + j + 1, gap = pos - last;
+                last = pos;
+                if (__builtin_expect(gap >= GTAB, 0)) {
+                    *bw = b;
+                    put_level_slow(bw, gap, v);
+                    b = *bw;
+                    continue;
+                }
+                int l1 = e->ll[v + tab];
+                qt_bw_put_fast(&b, ((uint64_t)e->gc[gap] << (l1 - 1)) | e->lc[v + tab],
+                               e->gl[gap] + l1 - 1);
+            }
+            continue;
+        }
         while (mask) {
             size_t j = base + (size_t)__builtin_ctzll(mask);
             mask &= mask - 1;
@@ -120,14 +211,17 @@ void qt_elias_write(qt_elias_enc *e, qt_bitwriter *bw, const int16_t *q, size_t 
             uint64_t pos = i0 + j + 1, gap = pos - last;
             last = pos;
             if (gap >= GTAB || v > tab || v < -tab) {
+                *bw = b;
                 put_level_slow(bw, gap, v);
+                b = *bw;
                 continue;
             }
             int l1 = e->ll[v + tab];
-            qt_bw_put(bw, ((uint64_t)e->gc[gap] << (l1 - 1)) | e->lc[v + tab],
+            qt_bw_put(&b, ((uint64_t)e->gc[gap] << (l1 - 1)) | e->lc[v + tab],
                       e->gl[gap] + l1 - 1);
         }
     }
+    *bw = b;
     e->last = last;
 }
 

@@ -171,11 +171,12 @@ static int fixed_decode(const qt_wire *w, const uint8_t *payload, float f, float
 /* ---- the level codecs' entry points ---- */
 
 /* Chunks of the message, a multiple of 8 and of every huffman group size. Up to
- * LEVELS_KEEP elements the entropy coders keep the first pass's levels (2 bytes each, 8 MB
- * at most: glibc then reuses the pages instead of faulting in fresh ones per call);
- * longer messages quantize again instead (measured: the page faults of a 32 MB buffer
- * per call cost more than the second quantization). */
-enum { CHUNK = 3840, LEVELS_KEEP = 1 << 22 };
+ * KEEP_BYTES the entropy coders keep the first pass's levels (one byte each for s <= 127,
+ * which every huffman code and the usual elias settings have, else two; 8 MB at most:
+ * glibc then reuses the pages instead of faulting in fresh ones per call); longer
+ * messages quantize again instead (measured: the page faults of a 32 MB buffer per call
+ * cost more than the second quantization). */
+enum { CHUNK = 3840, KEEP_BYTES = 1 << 23 };
 _Static_assert(QT_LANE_ALIGN % CHUNK == 0 && CHUNK % 8 == 0 && CHUNK % 15 == 0, "chunks");
 
 /* Levels of elements [c0, c1) into q. store: compute each bucket's scale when the chunk
@@ -207,6 +208,27 @@ static void residual_chunk(const qt_wire *w, const qt_quantizer *qz, const uint8
         qt_quant_residual(qz, i, e - i, qt_load_f32(payload + 4 * k), q + (i - c0));
         i = e;
     }
+}
+
+/* Levels of elements [c0, c1) into / out of the kept array (lvb bytes per level). */
+static void keep_levels(void *kept, size_t lvb, size_t c0, size_t c1, const int16_t *q)
+{
+    if (lvb == 2) {
+        memcpy((int16_t *)kept + c0, q, (c1 - c0) * sizeof *q);
+        return;
+    }
+    int8_t *k = (int8_t *)kept + c0;
+    for (size_t i = 0; i < c1 - c0; i++) k[i] = (int8_t)q[i];
+}
+
+static void kept_levels(const void *kept, size_t lvb, size_t c0, size_t c1, int16_t *q)
+{
+    if (lvb == 2) {
+        memcpy(q, (const int16_t *)kept + c0, (c1 - c0) * sizeof *q);
+        return;
+    }
+    const int8_t *k = (const int8_t *)kept + c0;
+    for (size_t i = 0; i < c1 - c0; i++) q[i] = k[i];
 }
 
 int qt_levels_encode(const qt_wire *w, const qt_quantizer *qz, uint8_t *payload, size_t cap,
@@ -244,17 +266,18 @@ int qt_levels_encode(const qt_wire *w, const qt_quantizer *qz, uint8_t *payload,
     else
         qt_huffman_enc_init(&he, w);
     uint64_t lane_bits[QT_LANES];
-    int16_t *kept = n <= LEVELS_KEEP ? qt_malloc(n * sizeof *kept) : NULL;
+    const size_t lvb = w->s <= 127 ? 1 : 2; /* bytes per kept level */
+    void *kept = n * lvb <= KEEP_BYTES ? qt_malloc(n * lvb) : NULL;
     for (int j = 0; j < nl; j++) {
         if (elias) qt_elias_lane_begin(&ee, ls[j]);
         for (size_t c0 = ls[j]; c0 < ls[j + 1]; c0 += CHUNK) {
             size_t c1 = QT_MIN(c0 + CHUNK, ls[j + 1]);
-            int16_t *lev = kept ? kept + c0 : q;
-            quant_chunk(w, qz, payload, c0, c1, true, false, lev);
+            quant_chunk(w, qz, payload, c0, c1, true, false, q);
+            if (kept) keep_levels(kept, lvb, c0, c1, q);
             if (elias)
-                qt_elias_count(&ee, lev, c0, c1 - c0);
+                qt_elias_count(&ee, q, c0, c1 - c0);
             else
-                qt_huffman_count(&he, j, lev, c1 - c0);
+                qt_huffman_count(&he, j, q, c1 - c0);
         }
         if (elias) lane_bits[j] = qt_elias_lane_bits(&ee, ls[j + 1]);
     }
@@ -284,11 +307,13 @@ int qt_levels_encode(const qt_wire *w, const qt_quantizer *qz, uint8_t *payload,
         }
         for (size_t c0 = ls[j]; c0 < ls[j + 1]; c0 += CHUNK) {
             size_t c1 = QT_MIN(c0 + CHUNK, ls[j + 1]);
-            int16_t *lev = kept ? kept + c0 : q;
-            if (kept)
+            int16_t *lev = q;
+            if (kept) {
+                kept_levels(kept, lvb, c0, c1, lev);
                 residual_chunk(w, qz, payload, c0, c1, lev);
-            else
+            } else {
                 quant_chunk(w, qz, payload, c0, c1, false, true, lev);
+            }
             if (fallback)
                 pack_range(w, lev, c0, c1 - c0, codes);
             else if (elias)

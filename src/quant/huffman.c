@@ -223,7 +223,15 @@ void qt_huffman_write(const qt_huffman_enc *h, qt_bitwriter *bw, const int16_t *
 {
     uint8_t sym[3840];
     size_t t = chunk_symbols(h, q, len, sym);
-    for (size_t i = 0; i < t; i++) qt_bw_put(bw, h->code[sym[i]], h->len[sym[i]]);
+    /* the writer as a local (as in qt_elias_write); the code table too, since the
+     * writer's byte stores could alias it */
+    qt_bitwriter b = *bw;
+    uint32_t code[HUF_MAXSYM];
+    uint8_t clen[HUF_MAXSYM];
+    memcpy(code, h->code, sizeof code);
+    memcpy(clen, h->len, sizeof clen);
+    for (size_t i = 0; i < t; i++) qt_bw_put(&b, code[sym[i]], clen[sym[i]]);
+    *bw = b;
 }
 
 /* Decoder state that the slow path needs: canonical first/cnt per length, the symbols

@@ -117,7 +117,7 @@ typedef struct {
 } qt_lane;
 
 typedef struct {
-    int tab;        /* levels with table codes: |v| <= tab */
+    int s, tab;     /* levels; those with table codes: |v| <= tab */
     uint64_t last;  /* 1-based position of the last non-zero so far (lane start before) */
     uint64_t bits;  /* the lane's stream bits so far (count pass) */
     uint32_t lc[2 * 255 + 1], gc[256];
