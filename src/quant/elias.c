@@ -47,6 +47,7 @@ void qt_elias_enc_init(qt_elias_enc *e, const qt_wire *w)
         int l = v ? qt_omega_code((uint64_t)(v < 0 ? -v : v), &c) : 0;
         e->lc[v + tab] = v ? (uint32_t)(((uint64_t)(v < 0) << l) | c) : 0;
         e->ll[v + tab] = (uint8_t)(v ? l + 2 : 1); /* "0" gap + sign + level */
+        e->llz[v + tab] = v ? (uint32_t)(l + 2) : 0;
     }
     for (int g = 1; g < GTAB; g++) {
         uint64_t c;
@@ -99,20 +100,18 @@ void qt_elias_count(qt_elias_enc *e, const int16_t *q, size_t i0, size_t len)
     uint64_t last = e->last, bits = 0;
     for (size_t base = 0; base < len; base += 64) {
         uint64_t mask = nonzero_mask(q + base, QT_MIN((size_t)64, len - base));
-        if (tab == e->s && __builtin_popcountll(mask) >= DENSE_BLOCK) {
+        if (tab == e->s && len - base >= 64 && __builtin_popcountll(mask) >= DENSE_BLOCK) {
+            /* every non-zero as if its gap were 1 (a vectorized sum over the block),
+             * then each run's first non-zero's longer gap code */
+            const int16_t *qb = q + base;
+            uint32_t rb = 0;
+            for (int k = 0; k < 64; k++) rb += e->llz[qb[k] + tab];
+            bits += rb;
             while (mask) {
                 int r, st = next_run(mask, &r);
                 mask = clear_run(mask, st, r);
-                const int16_t *qq = q + base + (size_t)st;
                 uint64_t pos = i0 + base + (size_t)st + 1, gap = pos - last;
-                int v = qq[0];
-                if (gap < GTAB)
-                    bits += (uint64_t)e->gl[gap] + e->ll[v + tab] - 1;
-                else
-                    bits += (uint64_t)qt_omega_len(gap) + e->ll[v + tab] - 1;
-                uint32_t rb = 0;
-                for (int k = 1; k < r; k++) rb += e->ll[qq[k] + tab];
-                bits += rb;
+                bits += (uint64_t)(gap < GTAB ? e->gl[gap] : qt_omega_len(gap)) - 1;
                 last = pos + (uint64_t)r - 1;
             }
             continue;
@@ -399,6 +398,7 @@ static inline el_fl el_to_fl(const el_lane *L, const uint8_t *base)
 static inline void el_from_fl(el_lane *L, const el_fl *F, const uint8_t *base)
 {
     uint64_t rel = F->bp - 8 * (uint64_t)(L->br.start - base);
+    if (rel == qt_br_used(&L->br)) return; /* untouched (a reader past its end stays so) */
     const uint8_t *start = L->br.start;
     qt_br_init(&L->br, start, L->len);
     L->br.p = start + rel / 8;

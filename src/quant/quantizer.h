@@ -122,6 +122,7 @@ typedef struct {
     uint64_t bits;  /* the lane's stream bits so far (count pass) */
     uint32_t lc[2 * 255 + 1], gc[256];
     uint8_t ll[2 * 255 + 1], gl[256];
+    uint32_t llz[2 * 255 + 1]; /* ll, but 0 for level 0 (summed over whole blocks) */
 } qt_elias_enc;
 void qt_elias_enc_init(qt_elias_enc *e, const qt_wire *w);
 /* Starts the lane whose first element is i0 (both passes). */
