@@ -400,8 +400,9 @@ static inline __attribute__((always_inline)) uint64_t huf_load(const uint8_t *ba
  * room for 15 more symbols. A code longer than tb bits leaves the loop (each lookup is
  * whole, so every lane is consistent), is decoded on its lane's reader, and the loop
  * resumes. False on a bad code. */
-static bool huf_lanes4_fill(huf_lane *ln, const uint32_t *lut, const huf_dec *d, float *out,
-                            int g)
+static inline __attribute__((always_inline)) bool
+huf_lanes4_fill_t(huf_lane *ln, const uint32_t *lut, const uint16_t *one, const bool single,
+                  const huf_dec *d, float *out, int g)
 {
     const uint8_t *base = ln[0].br.start;
     /* Each iteration also asks for 16 * g floats of out for each lane's adds (g lines):
@@ -411,7 +412,8 @@ static bool huf_lanes4_fill(huf_lane *ln, const uint32_t *lut, const huf_dec *d,
     uintptr_t pf[QT_LANES]; /* addresses, not pointers: they may run past the array */
     for (int j = 0; j < QT_LANES; j++)
         pf[j] = (uintptr_t)(out + ln[j].i0) + 4 * (uintptr_t)(ln[j].sp - ln[j].sbuf) * (uintptr_t)g;
-    const uintptr_t pstep = 64 * (uintptr_t)g;
+    /* single: five elements' worth of g levels per iteration, else up to 15 */
+    const uintptr_t pstep = (single ? 20 : 64) * (uintptr_t)g;
     uint64_t lim[QT_LANES];
     for (int j = 0; j < QT_LANES; j++) {
         size_t endoff = (size_t)(ln[j].br.end - base);
@@ -426,16 +428,27 @@ static bool huf_lanes4_fill(huf_lane *ln, const uint32_t *lut, const huf_dec *d,
         int which = -1;
 #define HUF_LOOK(BUF, BP, SP, J)                                                         \
     {                                                                                    \
-        uint32_t e_ = lut[(BUF) >> (64 - HUF_TB)];                                       \
-        if (__builtin_expect(!e_, 0)) {                                                  \
-            which = J;                                                                   \
-            break;                                                                       \
+        if (single) { /* one[]: symbol | length << 8 */                                \
+            uint32_t e_ = one[(BUF) >> (64 - HUF_TB)];                                   \
+            if (__builtin_expect(!e_, 0)) {                                              \
+                which = J;                                                               \
+                break;                                                                   \
+            }                                                                            \
+            *SP++ = (uint8_t)e_;                                                         \
+            BUF <<= e_ >> 8;                                                             \
+            BP += e_ >> 8;                                                               \
+        } else {                                                                         \
+            uint32_t e_ = lut[(BUF) >> (64 - HUF_TB)];                                   \
+            if (__builtin_expect(!e_, 0)) {                                              \
+                which = J;                                                               \
+                break;                                                                   \
+            }                                                                            \
+            uint32_t s_ = e_ >> 8; /* little-endian: the first symbol, first byte */   \
+            memcpy(SP, &s_, 4);                                                          \
+            SP += (e_ >> 6) & 3;                                                         \
+            BUF <<= e_ & 63;                                                             \
+            BP += e_ & 63;                                                               \
         }                                                                                \
-        uint32_t s_ = e_ >> 8; /* little-endian: the first symbol is the first byte */ \
-        memcpy(SP, &s_, 4);                                                              \
-        SP += (e_ >> 6) & 3;                                                             \
-        BUF <<= e_ & 63;                                                                 \
-        BP += e_ & 63;                                                                   \
     }
         while (bpa / 8 <= lim[0] && bpb / 8 <= lim[1] && bpc / 8 <= lim[2] &&
                bpd / 8 <= lim[3] && pa <= ea && pb <= eb && pc <= ec && pd <= ed) {
@@ -462,6 +475,21 @@ static bool huf_lanes4_fill(huf_lane *ln, const uint32_t *lut, const huf_dec *d,
         if (v < 0) return false;
         *ln[which].sp++ = (uint8_t)v;
     }
+}
+
+/* The two instances: lookups of up to three symbols (lut), or of exactly one (one[]),
+ * which costs fewer operations per lookup and wins where codes are long enough that
+ * lut's entries hold one symbol anyway (8-bit levels under max scales). */
+static bool huf_lanes4_fill(huf_lane *ln, const uint32_t *lut, const huf_dec *d, float *out,
+                            int g)
+{
+    return huf_lanes4_fill_t(ln, lut, NULL, false, d, out, g);
+}
+
+static bool huf_lanes4_fill1(huf_lane *ln, const uint16_t *one, const huf_dec *d, float *out,
+                             int g)
+{
+    return huf_lanes4_fill_t(ln, NULL, one, true, d, out, g);
 }
 
 int qt_huffman_decode_levels(const qt_wire *w, const uint8_t *scales, const qt_lane *lanes,
@@ -533,6 +561,7 @@ int qt_huffman_decode_levels(const qt_wire *w, const uint8_t *scales, const qt_l
         uint16_t e = (uint16_t)(i | len[i] << 8);
         for (uint32_t j = 0; j < span; j++) one[lo + j] = e;
     }
+    uint32_t multi = 0; /* symbols beyond the first, over all of lut's entries */
     for (uint32_t x = 0; x <= tmask; x++) {
         uint32_t e = one[x];
         if (!e) {
@@ -548,7 +577,11 @@ int qt_huffman_decode_levels(const qt_wire *w, const uint8_t *scales, const qt_l
             k++;
         }
         lut[x] = bits | k << 6 | syms << 8;
+        multi += k - 1;
     }
+    /* Each tb-bit prefix is about as likely as the code says (2^-tb): when lut's
+     * entries hold on average under 1.25 symbols, the one-symbol lookups are faster. */
+    const bool single = 4 * multi < (1u << tb);
     /* The levels of each symbol, 8 slots per symbol (the copies in huf_add_g). */
     int16_t digits[HUF_MAXSYM * 8];
     memset(digits, 0, sizeof digits);
@@ -573,7 +606,9 @@ int qt_huffman_decode_levels(const qt_wire *w, const uint8_t *scales, const qt_l
             any |= ln[j].left > 0;
         }
         if (!any) break;
-        if (nlanes == QT_LANES && !huf_lanes4_fill(ln, lut, &d, out, g)) goto done;
+        if (nlanes == QT_LANES &&
+            !(single ? huf_lanes4_fill1(ln, one, &d, out, g) : huf_lanes4_fill(ln, lut, &d, out, g)))
+            goto done;
         for (int j = 0; j < nlanes; j++) {
             huf_lane *L = &ln[j];
             if (!huf_lane_fill(L, lut, one, &d)) goto done;
