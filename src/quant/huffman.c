@@ -28,8 +28,8 @@ enum { HUF_MAXLEN = 16, HUF_MAXSYM = 256 };
 enum { HUF_TB = 11, HUF_BIG_GROUPS = 1 << 16 };
 /* The decoder's fast loops: four lookups per refill (>= 56 bits), and after a slow code
  * (which refills, then takes <= 16 bits) three more; the interleaved loop five per load
- * (>= 57 bits). */
-_Static_assert(4 * HUF_TB <= 56 && 3 * HUF_TB <= 56 - HUF_MAXLEN && 5 * HUF_TB <= 57,
+ * (56 bits). */
+_Static_assert(4 * HUF_TB <= 56 && 3 * HUF_TB <= 56 - HUF_MAXLEN && 5 * HUF_TB <= 56,
                "lookup bits");
 
 int qt_huffman_group(int s, int *alphabet)
@@ -332,7 +332,7 @@ static inline __attribute__((always_inline)) bool huf_look(qt_bitreader *br, uin
 
 /* One lane's decoder: its reader, its symbol buffer for this round (sp .. send), the
  * groups it has left and its next element. */
-enum { HUF_CHUNK = 512 };
+enum { HUF_CHUNK = 2048 };
 typedef struct {
     qt_bitreader br;
     size_t len, left, i0, i1;
@@ -346,25 +346,31 @@ typedef struct {
 static bool huf_lane_fill(huf_lane *L, const uint32_t *lut, const uint16_t *one,
                           const huf_dec *d)
 {
-    qt_bitreader *br = &L->br;
-    while (L->send - L->sp >= 12) {
-        qt_br_refill(br);
-        for (int r = 0; r < 4; r++)
-            if (!huf_look(br, &L->sp, lut, d)) return false;
+    /* reader and output pointer as locals: the symbol stores could alias *L, which
+     * would keep the bit buffer in memory on the lookup chain */
+    qt_bitreader br = L->br;
+    uint8_t *sp = L->sp, *const send = L->send;
+    bool ok = true;
+    while (ok && send - sp >= 12) {
+        qt_br_refill(&br);
+        for (int r = 0; r < 4 && ok; r++) ok = huf_look(&br, &sp, lut, d);
     }
-    while (L->sp < L->send) {
-        qt_br_refill(br);
-        uint32_t e = one[qt_br_peek(br, d->tb)];
+    while (ok && sp < send) {
+        qt_br_refill(&br);
+        uint32_t e = one[qt_br_peek(&br, d->tb)];
         int v;
         if (e) {
             v = (int)(e & 255);
-            qt_br_skip(br, (int)(e >> 8));
-        } else if ((v = huf_slow(br, d)) < 0) {
-            return false;
+            qt_br_skip(&br, (int)(e >> 8));
+        } else if ((v = huf_slow(&br, d)) < 0) {
+            ok = false;
+            break;
         }
-        *L->sp++ = (uint8_t)v;
+        *sp++ = (uint8_t)v;
     }
-    return true;
+    L->br = br;
+    L->sp = sp;
+    return ok;
 }
 
 /* A lane's reader as an absolute bit position from the first lane's first byte (lanes
@@ -388,32 +394,39 @@ static inline void huf_set_bp(qt_bitreader *br, uint64_t bp, const uint8_t *base
     }
 }
 
+/* 56 stream bits at bp, then a marker bit (bit 7, zeros below) that each lookup's shift
+ * moves up: after the lookups, the bits they took are its position - 7 (huf_taken), so
+ * no bit counter is updated per lookup. */
 static inline __attribute__((always_inline)) uint64_t huf_load(const uint8_t *base, uint64_t bp)
 {
     uint64_t v;
     memcpy(&v, base + bp / 8, 8);
-    return __builtin_bswap64(v) << (bp % 8);
+    return ((__builtin_bswap64(v) << (bp % 8)) & ~(uint64_t)0xff) | 0x80;
 }
 
+static inline uint64_t huf_taken(uint64_t buf) { return (uint64_t)__builtin_ctzll(buf) - 7; }
+
 /* Four lanes' lookups interleaved (four independent chains), five per lane and load
- * (5 * tb = 55 of the >= 57 bits loaded), while every lane has 8 bytes to load from and
- * room for 15 more symbols. A code longer than tb bits leaves the loop (each lookup is
- * whole, so every lane is consistent), is decoded on its lane's reader, and the loop
- * resumes. False on a bad code. */
+ * (5 * tb = 55 of the 56 bits loaded), while every lane has 8 bytes to load from and
+ * room for one iteration's symbols (5 one-symbol lookups, or up to 15). A code longer
+ * than tb bits leaves the loop (each lookup is whole, so every lane is consistent), is
+ * decoded on its lane's reader, and the loop resumes. False on a bad code. */
 static inline __attribute__((always_inline)) bool
 huf_lanes4_fill_t(huf_lane *ln, const uint32_t *lut, const uint16_t *one, const bool single,
                   const huf_dec *d, float *out, int g)
 {
     const uint8_t *base = ln[0].br.start;
-    /* Each iteration also asks for 16 * g floats of out for each lane's adds (g lines):
+    /* Each iteration also asks for the lines of out that each lane's adds will need:
      * out is seldom in cache, and the lookups leave the memory system idle (measured:
      * 15-45% faster decodes of 8M elements). Prefetches past the round's elements are
      * harmless: they never fault. */
     uintptr_t pf[QT_LANES]; /* addresses, not pointers: they may run past the array */
     for (int j = 0; j < QT_LANES; j++)
         pf[j] = (uintptr_t)(out + ln[j].i0) + 4 * (uintptr_t)(ln[j].sp - ln[j].sbuf) * (uintptr_t)g;
-    /* single: five elements' worth of g levels per iteration, else up to 15 */
-    const uintptr_t pstep = (single ? 20 : 64) * (uintptr_t)g;
+    /* per iteration and lane: single, five symbols' levels (20 g bytes); else up to 15
+     * symbols, one or two lines (the second for g > 1) */
+    const uintptr_t pstep = single ? 20 * (uintptr_t)g : 64 * (uintptr_t)QT_MIN(g, 2);
+    uintptr_t pfa = pf[0], pfb = pf[1], pfc = pf[2], pfd = pf[3];
     uint64_t lim[QT_LANES];
     for (int j = 0; j < QT_LANES; j++) {
         size_t endoff = (size_t)(ln[j].br.end - base);
@@ -423,10 +436,11 @@ huf_lanes4_fill_t(huf_lane *ln, const uint32_t *lut, const uint16_t *one, const 
         uint64_t bpa = huf_bp(&ln[0].br, base), bpb = huf_bp(&ln[1].br, base);
         uint64_t bpc = huf_bp(&ln[2].br, base), bpd = huf_bp(&ln[3].br, base);
         uint8_t *pa = ln[0].sp, *pb = ln[1].sp, *pc = ln[2].sp, *pd = ln[3].sp;
-        uint8_t *const ea = ln[0].send - 15, *const eb = ln[1].send - 15;
-        uint8_t *const ec = ln[2].send - 15, *const ed = ln[3].send - 15;
+        const ptrdiff_t room = single ? 5 : 15; /* symbols one iteration may write */
+        uint8_t *const ea = ln[0].send - room, *const eb = ln[1].send - room;
+        uint8_t *const ec = ln[2].send - room, *const ed = ln[3].send - room;
         int which = -1;
-#define HUF_LOOK(BUF, BP, SP, J)                                                         \
+#define HUF_LOOK(BUF, SP, J)                                                             \
     {                                                                                    \
         if (single) { /* one[]: symbol | length << 8 */                                \
             uint32_t e_ = one[(BUF) >> (64 - HUF_TB)];                                   \
@@ -436,7 +450,6 @@ huf_lanes4_fill_t(huf_lane *ln, const uint32_t *lut, const uint16_t *one, const 
             }                                                                            \
             *SP++ = (uint8_t)e_;                                                         \
             BUF <<= e_ >> 8;                                                             \
-            BP += e_ >> 8;                                                               \
         } else {                                                                         \
             uint32_t e_ = lut[(BUF) >> (64 - HUF_TB)];                                   \
             if (__builtin_expect(!e_, 0)) {                                              \
@@ -447,23 +460,30 @@ huf_lanes4_fill_t(huf_lane *ln, const uint32_t *lut, const uint16_t *one, const 
             memcpy(SP, &s_, 4);                                                          \
             SP += (e_ >> 6) & 3;                                                         \
             BUF <<= e_ & 63;                                                             \
-            BP += e_ & 63;                                                               \
         }                                                                                \
     }
         while (bpa / 8 <= lim[0] && bpb / 8 <= lim[1] && bpc / 8 <= lim[2] &&
                bpd / 8 <= lim[3] && pa <= ea && pb <= eb && pc <= ec && pd <= ed) {
             uint64_t a = huf_load(base, bpa), b = huf_load(base, bpb);
             uint64_t c = huf_load(base, bpc), dd = huf_load(base, bpd);
-            for (int j = 0; j < QT_LANES; j++) {
-                for (uintptr_t o = 0; o < pstep; o += 64) __builtin_prefetch((const void *)(pf[j] + o), 1, 3);
-                pf[j] += pstep;
+            __builtin_prefetch((const void *)pfa, 1, 3);
+            __builtin_prefetch((const void *)pfb, 1, 3);
+            __builtin_prefetch((const void *)pfc, 1, 3);
+            __builtin_prefetch((const void *)pfd, 1, 3);
+            if (!single && g > 1) {
+                __builtin_prefetch((const void *)(pfa + 64), 1, 3);
+                __builtin_prefetch((const void *)(pfb + 64), 1, 3);
+                __builtin_prefetch((const void *)(pfc + 64), 1, 3);
+                __builtin_prefetch((const void *)(pfd + 64), 1, 3);
             }
+            pfa += pstep, pfb += pstep, pfc += pstep, pfd += pstep;
             for (int r = 0; r < 5; r++) {
-                HUF_LOOK(a, bpa, pa, 0)
-                HUF_LOOK(b, bpb, pb, 1)
-                HUF_LOOK(c, bpc, pc, 2)
-                HUF_LOOK(dd, bpd, pd, 3)
+                HUF_LOOK(a, pa, 0)
+                HUF_LOOK(b, pb, 1)
+                HUF_LOOK(c, pc, 2)
+                HUF_LOOK(dd, pd, 3)
             }
+            bpa += huf_taken(a), bpb += huf_taken(b), bpc += huf_taken(c), bpd += huf_taken(dd);
             if (which >= 0) break;
         }
 #undef HUF_LOOK
