@@ -406,6 +406,24 @@ static inline __attribute__((always_inline)) uint64_t huf_load(const uint8_t *ba
 
 static inline uint64_t huf_taken(uint64_t buf) { return (uint64_t)__builtin_ctzll(buf) - 7; }
 
+/* A code longer than tb bits at bit position at (8 readable bytes there): its symbol
+ * and length (*len), or -1 if no code matches. Out of line: the lookup loops only call
+ * it for the rare long codes. */
+static __attribute__((noinline)) int huf_slow_at(const uint8_t *base, uint64_t at,
+                                                 const huf_dec *d, int *len)
+{
+    uint64_t v;
+    memcpy(&v, base + at / 8, 8);
+    uint32_t p16 = (uint32_t)((__builtin_bswap64(v) << (at % 8)) >> (64 - HUF_MAXLEN));
+    int l = d->tb + 1;
+    for (int k = d->tb + 1; k <= HUF_MAXLEN; k++) l += p16 >= d->limit[k];
+    if (l > HUF_MAXLEN) return -1;
+    uint32_t c = (p16 >> (HUF_MAXLEN - l)) - d->first[l];
+    if (c >= d->cnt[l]) return -1;
+    *len = l;
+    return d->sorted[d->offs[l] + c];
+}
+
 /* Four lanes' lookups interleaved (four independent chains), five per lane and load
  * (5 * tb = 55 of the 56 bits loaded), while every lane has 8 bytes to load from and
  * room for one iteration's symbols (5 one-symbol lookups, or up to 15). A code longer
@@ -440,19 +458,34 @@ huf_lanes4_fill_t(huf_lane *ln, const uint32_t *lut, const uint16_t *one, const 
         uint8_t *const ea = ln[0].send - room, *const eb = ln[1].send - room;
         uint8_t *const ec = ln[2].send - room, *const ed = ln[3].send - room;
         int which = -1;
-#define HUF_LOOK(BUF, SP, J)                                                             \
+/* A code longer than tb bits (one-symbol lookups): decoded here when the lane has 10
+ * bytes left at it (the code's <= 2 bytes and a fresh load for the lane's other lookups
+ * of this iteration), else (or when no code matches) by the exit path. */
+#define HUF_LONG(BUF, BP, SP, J)                                                         \
+    {                                                                                    \
+        const uint64_t at_ = BP + huf_taken(BUF);                                        \
+        int l_ = 0, v_ = at_ / 8 + 2 <= lim[J] ? huf_slow_at(base, at_, d, &l_) : -1;   \
+        if (v_ < 0) {                                                                    \
+            which = J;                                                                   \
+            break;                                                                       \
+        }                                                                                \
+        *SP++ = (uint8_t)v_;                                                             \
+        BP = at_ + (uint64_t)l_;                                                         \
+        BUF = huf_load(base, BP);                                                        \
+    }
+#define HUF_LOOK(BUF, BP, SP, J)                                                         \
     {                                                                                    \
         if (single) { /* one[]: symbol | length << 8 */                                \
             uint32_t e_ = one[(BUF) >> (64 - HUF_TB)];                                   \
             if (__builtin_expect(!e_, 0)) {                                              \
-                which = J;                                                               \
-                break;                                                                   \
+                HUF_LONG(BUF, BP, SP, J)                                                 \
+            } else {                                                                     \
+                *SP++ = (uint8_t)e_;                                                     \
+                BUF <<= e_ >> 8;                                                         \
             }                                                                            \
-            *SP++ = (uint8_t)e_;                                                         \
-            BUF <<= e_ >> 8;                                                             \
         } else {                                                                         \
             uint32_t e_ = lut[(BUF) >> (64 - HUF_TB)];                                   \
-            if (__builtin_expect(!e_, 0)) {                                              \
+            if (__builtin_expect(!e_, 0)) { /* the exit path (measured faster here) */  \
                 which = J;                                                               \
                 break;                                                                   \
             }                                                                            \
@@ -478,15 +511,16 @@ huf_lanes4_fill_t(huf_lane *ln, const uint32_t *lut, const uint16_t *one, const 
             }
             pfa += pstep, pfb += pstep, pfc += pstep, pfd += pstep;
             for (int r = 0; r < 5; r++) {
-                HUF_LOOK(a, pa, 0)
-                HUF_LOOK(b, pb, 1)
-                HUF_LOOK(c, pc, 2)
-                HUF_LOOK(dd, pd, 3)
+                HUF_LOOK(a, bpa, pa, 0)
+                HUF_LOOK(b, bpb, pb, 1)
+                HUF_LOOK(c, bpc, pc, 2)
+                HUF_LOOK(dd, bpd, pd, 3)
             }
             bpa += huf_taken(a), bpb += huf_taken(b), bpc += huf_taken(c), bpd += huf_taken(dd);
             if (which >= 0) break;
         }
 #undef HUF_LOOK
+#undef HUF_LONG
         huf_set_bp(&ln[0].br, bpa, base), huf_set_bp(&ln[1].br, bpb, base);
         huf_set_bp(&ln[2].br, bpc, base), huf_set_bp(&ln[3].br, bpd, base);
         ln[0].sp = pa, ln[1].sp = pb, ln[2].sp = pc, ln[3].sp = pd;
