@@ -159,7 +159,7 @@ static void test_fixed_layout_by_hand(void **state)
     size_t bytes;
     assert_int_equal(qt_codec_encode(&p, g, NULL, 8, 0, 0, 0, out, sizeof out, &bytes), 0);
     assert_int_equal(bytes, 16 + 8 + 2);
-    const uint8_t hdr[16] = {'Q', 1, QT_CODEC_QSGD, QT_ENC_FIXED, 0, 0, 1, 0, /* s = 1 */
+    const uint8_t hdr[16] = {'Q', 2, QT_CODEC_QSGD, QT_ENC_FIXED, 0, 0, 1, 0, /* s = 1 */
                              4, 0, 0, 0, /* bucket */ 8, 0, 0, 0 /* n */};
     assert_memory_equal(out, hdr, 16);
     float s0, s1;

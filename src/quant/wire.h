@@ -3,7 +3,9 @@
  * file provides to codec.c. Not part of the public contract (codec.h is).
  *
  * Stream header (QT_CODEC_HEADER_BYTES = 16, little-endian):
- *   [0] 'Q'  [1] version (1)  [2] method  [3] encoding (FIXED for methods without a choice)
+ *   [0] 'Q'  [1] version (2: elias and huffman payloads of 64K+ elements in four lanes,
+ *       quantizer.h; version 1 had one stream)  [2] method  [3] encoding (FIXED for methods
+ *       without a choice)
  *   [4] flags: bit0 = l2 norm, bit1 = payload fell back to fixed packing (elias/huffman
  *       streams that would have been longer than fixed packing); other bits zero
  *   [5] 0    [6..7] levels s (0 where unused)   [8..11] bucket as configured (0 = the
@@ -41,7 +43,7 @@
 #endif
 
 #define QT_WIRE_MAGIC 0x51u /* 'Q' */
-#define QT_WIRE_VERSION 1u
+#define QT_WIRE_VERSION 2u
 #define QT_WIRE_FLAG_L2 0x01u
 #define QT_WIRE_FLAG_FALLBACK 0x02u
 
