@@ -304,6 +304,19 @@ static void test_lanes(void **state)
                 free(b);
             }
         }
+        /* tiny lanes (shorter than the interleaved loops' 8-byte loads; found by
+         * make fuzz): lengths 0..3 each, random bytes */
+        const uint32_t tiny[][3] = {{1, 1, 1}, {0, 0, 0}, {3, 2, 1}, {1, 0, 5}, {7, 7, 7}};
+        for (size_t t = 0; t < sizeof tiny / sizeof tiny[0]; t++)
+            for (size_t last = 0; last < 12; last += 5) {
+                size_t l = at + 12 + tiny[t][0] + tiny[t][1] + tiny[t][2] + last;
+                uint8_t *b = malloc(l);
+                memcpy(b, buf, at);
+                memcpy(b + at, tiny[t], 12);
+                for (size_t i = at + 12; i < l; i++) b[i] = (uint8_t)tq_rand(500 + c, t * 64 + i);
+                (void)decode_copy(&p, b, l, n);
+                free(b);
+            }
         /* bit flips spread over every lane: any verdict but a crash */
         for (uint64_t t = 0; t < 200; t++) {
             size_t bit = 8 * (at + 12) + tq_rand(400 + c, t) % (8 * (len - at - 12));

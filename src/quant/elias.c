@@ -446,17 +446,18 @@ static inline __attribute__((always_inline)) uint64_t el_load_fl(const uint8_t *
 static int el_lanes4(el_lane *ln, const el_ctx *c)
 {
     const uint8_t *base = ln[0].br.start;
-    uint64_t lim[QT_LANES], lend[QT_LANES];
+    /* each lane's end as a byte offset from base, and as a position (compared with
+     * additions: a lane may be shorter than the margins) */
+    uint64_t endoff[QT_LANES], lend[QT_LANES];
     for (int j = 0; j < QT_LANES; j++) {
-        size_t endoff = (size_t)(ln[j].br.end - base);
-        lim[j] = endoff >= 8 ? endoff - 8 : 0;
-        lend[j] = ln[j].lend >= 4 * 31 ? ln[j].lend - 4 * 31 : 0;
+        endoff[j] = (uint64_t)(ln[j].br.end - base);
+        lend[j] = ln[j].lend;
     }
     for (;;) {
         el_fl A = el_to_fl(&ln[0], base), B = el_to_fl(&ln[1], base);
         el_fl C = el_to_fl(&ln[2], base), D = el_to_fl(&ln[3], base);
         int which = -1;
-#define EL_OK(X, J) ((X).bp / 8 <= lim[J] && (X).last <= lend[J])
+#define EL_OK(X, J) ((X).bp / 8 + 8 <= endoff[J] && (X).last + 4 * 31 <= lend[J])
 #define EL_STEP(X, J) if (!el_fast_fl(&X, c)) { which = J; break; }
         while (EL_OK(A, 0) && EL_OK(B, 1) && EL_OK(C, 2) && EL_OK(D, 3)) {
             A.buf = el_load_fl(base, A.bp);

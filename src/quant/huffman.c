@@ -445,18 +445,15 @@ huf_lanes4_fill_t(huf_lane *ln, const uint32_t *lut, const uint16_t *one, const 
      * symbols, one or two lines (the second for g > 1) */
     const uintptr_t pstep = single ? 20 * (uintptr_t)g : 64 * (uintptr_t)QT_MIN(g, 2);
     uintptr_t pfa = pf[0], pfb = pf[1], pfc = pf[2], pfd = pf[3];
-    uint64_t lim[QT_LANES];
-    for (int j = 0; j < QT_LANES; j++) {
-        size_t endoff = (size_t)(ln[j].br.end - base);
-        lim[j] = endoff >= 8 ? endoff - 8 : 0;
-    }
+    uint64_t endoff[QT_LANES]; /* each lane's end, as a byte offset from base */
+    for (int j = 0; j < QT_LANES; j++) endoff[j] = (uint64_t)(ln[j].br.end - base);
     for (;;) {
         uint64_t bpa = huf_bp(&ln[0].br, base), bpb = huf_bp(&ln[1].br, base);
         uint64_t bpc = huf_bp(&ln[2].br, base), bpd = huf_bp(&ln[3].br, base);
         uint8_t *pa = ln[0].sp, *pb = ln[1].sp, *pc = ln[2].sp, *pd = ln[3].sp;
         const ptrdiff_t room = single ? 5 : 15; /* symbols one iteration may write */
-        uint8_t *const ea = ln[0].send - room, *const eb = ln[1].send - room;
-        uint8_t *const ec = ln[2].send - room, *const ed = ln[3].send - room;
+        uint8_t *const ea = ln[0].send, *const eb = ln[1].send;
+        uint8_t *const ec = ln[2].send, *const ed = ln[3].send;
         int which = -1;
 /* A code longer than tb bits (one-symbol lookups): decoded here when the lane has 10
  * bytes left at it (the code's <= 2 bytes and a fresh load for the lane's other lookups
@@ -464,7 +461,7 @@ huf_lanes4_fill_t(huf_lane *ln, const uint32_t *lut, const uint16_t *one, const 
 #define HUF_LONG(BUF, BP, SP, J)                                                         \
     {                                                                                    \
         const uint64_t at_ = BP + huf_taken(BUF);                                        \
-        int l_ = 0, v_ = at_ / 8 + 2 <= lim[J] ? huf_slow_at(base, at_, d, &l_) : -1;   \
+        int l_ = 0, v_ = at_ / 8 + 10 <= endoff[J] ? huf_slow_at(base, at_, d, &l_) : -1; \
         if (v_ < 0) {                                                                    \
             which = J;                                                                   \
             break;                                                                       \
@@ -495,8 +492,9 @@ huf_lanes4_fill_t(huf_lane *ln, const uint32_t *lut, const uint16_t *one, const 
             BUF <<= e_ & 63;                                                             \
         }                                                                                \
     }
-        while (bpa / 8 <= lim[0] && bpb / 8 <= lim[1] && bpc / 8 <= lim[2] &&
-               bpd / 8 <= lim[3] && pa <= ea && pb <= eb && pc <= ec && pd <= ed) {
+        while (bpa / 8 + 8 <= endoff[0] && bpb / 8 + 8 <= endoff[1] && bpc / 8 + 8 <= endoff[2] &&
+               bpd / 8 + 8 <= endoff[3] && ea - pa >= room && eb - pb >= room &&
+               ec - pc >= room && ed - pd >= room) {
             uint64_t a = huf_load(base, bpa), b = huf_load(base, bpb);
             uint64_t c = huf_load(base, bpc), dd = huf_load(base, bpd);
             __builtin_prefetch((const void *)pfa, 1, 3);
