@@ -144,6 +144,43 @@ uint64_t qt_elias_lane_bits(const qt_elias_enc *e, size_t i1)
     return e->bits + (uint64_t)qt_omega_len((uint64_t)i1 + 1 - e->last);
 }
 
+/* Writes non-zero level v, gap positions after the previous one, to the local writer b
+ * (bw: the caller's, for the slow path, which takes the writer by pointer). fast: every
+ * level is a table level and 8 bytes fit (no end check). */
+static inline __attribute__((always_inline)) void
+put_level(const qt_elias_enc *e, qt_bitwriter *b, qt_bitwriter *bw, uint64_t gap, int v,
+          bool fast)
+{
+    const int tab = e->tab;
+    if (__builtin_expect(gap >= GTAB || (!fast && (v > tab || v < -tab)), 0)) {
+        *bw = *b;
+        put_level_slow(bw, gap, v);
+        *b = *bw;
+        return;
+    }
+    const int l1 = e->ll[v + tab];
+    const uint64_t code = ((uint64_t)e->gc[gap] << (l1 - 1)) | e->lc[v + tab];
+    if (fast)
+        qt_bw_put_fast(b, code, e->gl[gap] + l1 - 1);
+    else
+        qt_bw_put(b, code, e->gl[gap] + l1 - 1);
+}
+
+/* The non-zeros of one 64-level block at q[base..], one by one; returns the last position. */
+static inline __attribute__((always_inline)) uint64_t
+put_block(const qt_elias_enc *e, qt_bitwriter *b, qt_bitwriter *bw, const int16_t *q,
+          size_t i0, size_t base, uint64_t mask, uint64_t last, bool fast)
+{
+    while (mask) {
+        size_t j = base + (size_t)__builtin_ctzll(mask);
+        mask &= mask - 1;
+        uint64_t pos = i0 + j + 1;
+        put_level(e, b, bw, pos - last, q[j], fast);
+        last = pos;
+    }
+    return last;
+}
+
 void qt_elias_write(qt_elias_enc *e, qt_bitwriter *bw, const int16_t *q, size_t i0, size_t len)
 {
     /* The writer as a local: its byte stores could alias *bw, which would keep the bit
@@ -157,22 +194,14 @@ void qt_elias_write(qt_elias_enc *e, qt_bitwriter *bw, const int16_t *q, size_t 
     uint64_t last = e->last;
     for (size_t base = 0; base < len; base += 64) {
         uint64_t mask = nonzero_mask(q + base, QT_MIN((size_t)64, len - base));
-        if (all_tab && b.end - b.p >= 240 && __builtin_popcountll(mask) >= DENSE_BLOCK) {
+        const bool fast = all_tab && b.end - b.p >= 240;
+        if (fast && __builtin_popcountll(mask) >= DENSE_BLOCK) {
             while (mask) {
                 int r, st = next_run(mask, &r);
                 mask = clear_run(mask, st, r);
                 const int16_t *qq = q + base + (size_t)st;
-                uint64_t pos = i0 + base + (size_t)st + 1, gap = pos - last;
-                int v = qq[0];
-                if (__builtin_expect(gap >= GTAB, 0)) {
-                    *bw = b;
-                    put_level_slow(bw, gap, v);
-                    b = *bw;
-                } else {
-                    int l1 = e->ll[v + tab];
-                    qt_bw_put_fast(&b, ((uint64_t)e->gc[gap] << (l1 - 1)) | e->lc[v + tab],
-                                   e->gl[gap] + l1 - 1);
-                }
+                uint64_t pos = i0 + base + (size_t)st + 1;
+                put_level(e, &b, bw, pos - last, qq[0], true);
                 /* gap 1: two codes (<= 16 bits each) per put */
                 int k = 1;
                 for (; k + 1 < r; k += 2) {
@@ -182,42 +211,10 @@ void qt_elias_write(qt_elias_enc *e, qt_bitwriter *bw, const int16_t *q, size_t 
                 if (k < r) qt_bw_put_fast(&b, e->lc[qq[k] + tab], e->ll[qq[k] + tab]);
                 last = pos + (uint64_t)r - 1;
             }
-            continue;
-        }
-        if (all_tab && b.end - b.p >= 240) {
-            while (mask) {
-                size_t j = base + (size_t)__builtin_ctzll(mask);
-                mask &= mask - 1;
-                int v = q[j];
-                uint64_t pos = i0 + j + 1, gap = pos - last;
-                last = pos;
-                if (__builtin_expect(gap >= GTAB, 0)) {
-                    *bw = b;
-                    put_level_slow(bw, gap, v);
-                    b = *bw;
-                    continue;
-                }
-                int l1 = e->ll[v + tab];
-                qt_bw_put_fast(&b, ((uint64_t)e->gc[gap] << (l1 - 1)) | e->lc[v + tab],
-                               e->gl[gap] + l1 - 1);
-            }
-            continue;
-        }
-        while (mask) {
-            size_t j = base + (size_t)__builtin_ctzll(mask);
-            mask &= mask - 1;
-            int v = q[j];
-            uint64_t pos = i0 + j + 1, gap = pos - last;
-            last = pos;
-            if (gap >= GTAB || v > tab || v < -tab) {
-                *bw = b;
-                put_level_slow(bw, gap, v);
-                b = *bw;
-                continue;
-            }
-            int l1 = e->ll[v + tab];
-            qt_bw_put(&b, ((uint64_t)e->gc[gap] << (l1 - 1)) | e->lc[v + tab],
-                      e->gl[gap] + l1 - 1);
+        } else if (fast) {
+            last = put_block(e, &b, bw, q, i0, base, mask, last, true);
+        } else {
+            last = put_block(e, &b, bw, q, i0, base, mask, last, false);
         }
     }
     *bw = b;
