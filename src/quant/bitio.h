@@ -37,32 +37,8 @@ static inline void qt_bw_init(qt_bitwriter *w, uint8_t *buf, size_t cap)
     w->over = false;
 }
 
-/* Appends the low `len` bits of `bits` (len in 0..32, bits < 2^len), MSB first. Stores
- * 8 bytes every time and advances by the whole bytes (branch-free: a flush test would
- * mispredict every few codes); within 8 bytes of the end it stores byte by byte. */
-static inline void qt_bw_put(qt_bitwriter *w, uint64_t bits, int len)
-{
-    w->cnt += len;
-    w->acc |= bits << ((64 - w->cnt) & 63); /* cnt == 0 only with len == 0, bits == 0 */
-    int nbytes = w->cnt >> 3;
-    if (w->end - w->p >= 8) {
-        uint64_t v = __builtin_bswap64(w->acc);
-        memcpy(w->p, &v, 8);
-        w->p += nbytes;
-    } else {
-        for (int i = 0; i < nbytes; i++) {
-            if (w->p < w->end)
-                *w->p++ = (uint8_t)(w->acc >> (56 - 8 * i));
-            else
-                w->over = true;
-        }
-    }
-    w->acc <<= 8 * nbytes; /* nbytes <= 4: cnt was <= 7 + 32 */
-    w->cnt &= 7;
-}
-
-/* qt_bw_put where the caller has checked that at least 8 bytes are left before the end
- * (the hot loops check once per block of codes instead of once per code). */
+/* qt_bw_put where at least 8 bytes are left before the end (qt_bw_put's common case;
+ * the hot loops check once per block of codes and call this directly); len in 0..32. */
 static inline void qt_bw_put_fast(qt_bitwriter *w, uint64_t bits, int len)
 {
     w->cnt += len;
@@ -72,6 +48,28 @@ static inline void qt_bw_put_fast(qt_bitwriter *w, uint64_t bits, int len)
     int nbytes = w->cnt >> 3;
     w->p += nbytes;
     w->acc <<= 8 * nbytes;
+    w->cnt &= 7;
+}
+
+/* Appends the low `len` bits of `bits` (len in 0..32, bits < 2^len), MSB first. Stores
+ * 8 bytes every time and advances by the whole bytes (branch-free: a flush test would
+ * mispredict every few codes); within 8 bytes of the end it stores byte by byte. */
+static inline void qt_bw_put(qt_bitwriter *w, uint64_t bits, int len)
+{
+    if (w->end - w->p >= 8) {
+        qt_bw_put_fast(w, bits, len);
+        return;
+    }
+    w->cnt += len;
+    w->acc |= bits << ((64 - w->cnt) & 63); /* cnt == 0 only with len == 0, bits == 0 */
+    int nbytes = w->cnt >> 3;
+    for (int i = 0; i < nbytes; i++) {
+        if (w->p < w->end)
+            *w->p++ = (uint8_t)(w->acc >> (56 - 8 * i));
+        else
+            w->over = true;
+    }
+    w->acc <<= 8 * nbytes; /* nbytes <= 4: cnt was <= 7 + 32 */
     w->cnt &= 7;
 }
 

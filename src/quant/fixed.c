@@ -252,10 +252,10 @@ int qt_levels_encode(const qt_wire *w, const qt_quantizer *qz, uint8_t *payload,
         return QT_CODEC_OK;
     }
     /* Entropy codes: a first pass measures the exact stream (scales stored, residual
-     * untouched), the second quantizes again (same levels: a pure function of g, h and
-     * the key), updates the residual and writes the stream, or fixed codes when the
-     * stream would be longer. Twice the quantizer's work, but no message-sized buffer.
-     * Both passes go lane by lane (quantizer.h); chunks never straddle lanes. */
+     * untouched); the second takes the kept levels (or, past KEEP_BYTES, quantizes again:
+     * the levels are a pure function of g, h and the key), updates the residual and
+     * writes the stream, or fixed codes when the stream would be longer. Both passes go
+     * lane by lane (quantizer.h); chunks never straddle lanes. */
     const bool elias = w->enc == QT_ENC_ELIAS;
     size_t ls[QT_LANES + 1];
     const int nl = qt_lane_starts(n, ls);
