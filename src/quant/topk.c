@@ -14,8 +14,7 @@
  *                   zero bits to a byte.
  */
 #include "core/qt.h"
-#include "quant/bitio.h"
-#include "quant/wire.h"
+#include "quant/topk_index.h"
 
 static inline uint32_t key_of(const float *g, const float *h, size_t i)
 {
@@ -61,17 +60,6 @@ static void select_threshold(const float *g, const float *h, size_t n, size_t k,
     *take_eq = need;
 }
 
-static size_t put_varint(uint8_t *p, uint64_t v)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    return n;
-}
-
 int qt_topk_encode(const qt_wire *w, const float *g, float *residual, uint8_t *payload,
                    size_t cap, size_t *payload_bytes)
 {
@@ -83,10 +71,9 @@ int qt_topk_encode(const qt_wire *w, const float *g, float *residual, uint8_t *p
     uint32_t t = 0;
     size_t take_eq = 0;
     if (k > 0) select_threshold(g, residual, n, k, &t, &take_eq);
-    qt_bitwriter bw;
-    qt_bw_init(&bw, idx, idx_cap);
+    qt_topk_iw iw;
+    qt_topk_iw_init(&iw, w, idx, idx_cap);
     size_t j = 0, ib = 0;
-    uint64_t last = 0; /* elias: 1-based position of the previous index; varint: next index */
     for (size_t i = 0; i < n && k > 0; i++) {
         float x = residual ? g[i] + residual[i] : g[i];
         uint32_t key = qt_f32_bits(x) & 0x7fffffffu;
@@ -96,72 +83,28 @@ int qt_topk_encode(const qt_wire *w, const float *g, float *residual, uint8_t *p
         if (!sel) continue;
         qt_store_f32(vals + 4 * j, x);
         j++;
-        if (w->enc == QT_ENC_ELIAS) {
-            uint64_t c;
-            int l = qt_omega_code((uint64_t)i + 1 - last, &c);
-            qt_bw_put_long(&bw, c, l);
-            last = (uint64_t)i + 1;
-        } else {
-            uint8_t tmp[5];
-            size_t vb = put_varint(tmp, (uint64_t)i - last);
-            if (idx_cap - ib < vb) return QT_CODEC_ENOSPC;
-            memcpy(idx + ib, tmp, vb);
-            ib += vb;
-            last = (uint64_t)i + 1;
-        }
+        if (qt_topk_iw_put(&iw, i) != 0) return QT_CODEC_ENOSPC;
     }
     QT_ASSERT(j == k);
-    if (w->enc == QT_ENC_ELIAS) {
-        ib = qt_bw_finish(&bw);
-        if (bw.over) return QT_CODEC_ENOSPC;
-    }
+    if (qt_topk_iw_finish(&iw, &ib) != 0) return QT_CODEC_ENOSPC;
     *payload_bytes = 4 + 4 * k + ib;
     return QT_CODEC_OK;
 }
 
 int qt_topk_decode(const qt_wire *w, const uint8_t *payload, size_t len, float f, float *out)
 {
-    const size_t n = w->n, k = w->k;
+    const size_t k = w->k;
     if (len < 4) return QT_CODEC_ETRUNC;
     if (qt_load_u32(payload) != k) return QT_CODEC_ECORRUPT;
     if (len - 4 < 4 * k) return QT_CODEC_ETRUNC;
-    const uint8_t *vals = payload + 4, *idx = payload + 4 + 4 * k;
-    const size_t ilen = len - 4 - 4 * k;
-    if (w->enc == QT_ENC_ELIAS) {
-        qt_bitreader br;
-        qt_br_init(&br, idx, ilen);
-        uint64_t last = 0;
-        for (size_t j = 0; j < k; j++) {
-            uint64_t gap;
-            if (qt_br_omega(&br, &gap) != 0) return QT_CODEC_ECORRUPT;
-            if (br.phantom && qt_br_used(&br) > 8 * (uint64_t)ilen) return QT_CODEC_ETRUNC;
-            uint64_t pos = last + gap;
-            if (pos > n) return QT_CODEC_ECORRUPT;
-            out[pos - 1] += f * qt_load_f32(vals + 4 * j);
-            last = pos;
-        }
-        return qt_br_finish(&br, ilen);
-    }
-    size_t p = 0;
-    uint64_t next = 0;
+    const uint8_t *vals = payload + 4;
+    qt_topk_ir ir;
+    qt_topk_ir_init(&ir, w, payload + 4 + 4 * k, len - 4 - 4 * k);
     for (size_t j = 0; j < k; j++) {
-        uint64_t v = 0;
-        int sh = 0;
-        for (;;) {
-            if (p >= ilen) return QT_CODEC_ETRUNC;
-            uint8_t byte = idx[p++];
-            if (sh == 35 || (sh == 28 && byte > 0x0f)) return QT_CODEC_ECORRUPT;
-            v |= (uint64_t)(byte & 0x7f) << sh;
-            sh += 7;
-            if (!(byte & 0x80)) {
-                if (byte == 0 && sh > 7) return QT_CODEC_ECORRUPT; /* overlong */
-                break;
-            }
-        }
-        uint64_t i = next + v;
-        if (i >= n) return QT_CODEC_ECORRUPT;
+        uint64_t i;
+        int rc = qt_topk_ir_next(&ir, &i);
+        if (rc != 0) return rc;
         out[i] += f * qt_load_f32(vals + 4 * j);
-        next = i + 1;
     }
-    return p == ilen ? QT_CODEC_OK : QT_CODEC_ECORRUPT;
+    return qt_topk_ir_finish(&ir);
 }

@@ -23,7 +23,7 @@
 #include "quant/cuda/codec_cuda_internal.h"
 
 extern "C" {
-#include "quant/bitio.h"
+#include "quant/topk_index.h"
 }
 
 enum { TK_BINS = 2048 };
@@ -289,44 +289,16 @@ static int tk_sync(const qtc_exec &ex)
     return 0;
 }
 
-static size_t put_varint(uint8_t *p, uint64_t v)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    return n;
-}
-
-/* topk.c's index stream of the ascending idx[0..k) into buf (capacity cap); returns the
- * bytes, or (size_t)-1 when they do not fit. */
+/* The index stream of idx[0..k) (topk_index.h, as topk.c writes it); its bytes, or
+ * (size_t)-1 when it does not fit in cap. */
 static size_t tk_code_indices(const qt_wire *w, const uint32_t *idx, uint8_t *buf, size_t cap)
 {
-    uint64_t last = 0;
-    if (w->enc == QT_ENC_ELIAS) {
-        qt_bitwriter bw;
-        qt_bw_init(&bw, buf, cap);
-        for (size_t j = 0; j < w->k; j++) {
-            uint64_t c;
-            const int l = qt_omega_code((uint64_t)idx[j] + 1 - last, &c);
-            qt_bw_put_long(&bw, c, l);
-            last = (uint64_t)idx[j] + 1;
-        }
-        const size_t ib = qt_bw_finish(&bw);
-        return bw.over ? (size_t)-1 : ib;
-    }
-    size_t ib = 0;
-    for (size_t j = 0; j < w->k; j++) {
-        uint8_t tmp[10];
-        const size_t vb = put_varint(tmp, (uint64_t)idx[j] - last);
-        if (cap - ib < vb) return (size_t)-1;
-        memcpy(buf + ib, tmp, vb);
-        ib += vb;
-        last = (uint64_t)idx[j] + 1;
-    }
-    return ib;
+    qt_topk_iw iw;
+    qt_topk_iw_init(&iw, w, buf, cap);
+    for (size_t j = 0; j < w->k; j++)
+        if (qt_topk_iw_put(&iw, idx[j]) != 0) return (size_t)-1;
+    size_t ib;
+    return qt_topk_iw_finish(&iw, &ib) != 0 ? (size_t)-1 : ib;
 }
 
 int qtc_topk_encode(const qtc_exec &ex, const qt_wire *w, const float *g, float *residual,
@@ -394,49 +366,19 @@ static int tk_parse(const qt_wire *w, const uint8_t *in, size_t len, uint32_t *i
     if (rc != QT_CODEC_OK) return rc;
     const uint8_t *payload = in + QT_CODEC_HEADER_BYTES;
     len -= QT_CODEC_HEADER_BYTES;
-    const size_t n = w->n, k = w->k;
+    const size_t k = w->k;
     if (len < 4) return QT_CODEC_ETRUNC;
     if (qt_load_u32(payload) != k) return QT_CODEC_ECORRUPT;
     if (len - 4 < 4 * k) return QT_CODEC_ETRUNC;
-    const uint8_t *ip = payload + 4 + 4 * k;
-    const size_t ilen = len - 4 - 4 * k;
-    if (w->enc == QT_ENC_ELIAS) {
-        qt_bitreader br;
-        qt_br_init(&br, ip, ilen);
-        uint64_t last = 0;
-        for (size_t j = 0; j < k; j++) {
-            uint64_t gap;
-            if (qt_br_omega(&br, &gap) != 0) return QT_CODEC_ECORRUPT;
-            if (br.phantom && qt_br_used(&br) > 8 * (uint64_t)ilen) return QT_CODEC_ETRUNC;
-            const uint64_t pos = last + gap;
-            if (pos > n) return QT_CODEC_ECORRUPT;
-            idx[j] = (uint32_t)(pos - 1);
-            last = pos;
-        }
-        return qt_br_finish(&br, ilen);
-    }
-    size_t p = 0;
-    uint64_t next = 0;
+    qt_topk_ir ir;
+    qt_topk_ir_init(&ir, w, payload + 4 + 4 * k, len - 4 - 4 * k);
     for (size_t j = 0; j < k; j++) {
-        uint64_t v = 0;
-        int sh = 0;
-        for (;;) {
-            if (p >= ilen) return QT_CODEC_ETRUNC;
-            const uint8_t byte = ip[p++];
-            if (sh == 35 || (sh == 28 && byte > 0x0f)) return QT_CODEC_ECORRUPT;
-            v |= (uint64_t)(byte & 0x7f) << sh;
-            sh += 7;
-            if (!(byte & 0x80)) {
-                if (byte == 0 && sh > 7) return QT_CODEC_ECORRUPT; /* overlong */
-                break;
-            }
-        }
-        const uint64_t i = next + v;
-        if (i >= n) return QT_CODEC_ECORRUPT;
+        uint64_t i;
+        const int r = qt_topk_ir_next(&ir, &i);
+        if (r != 0) return r;
         idx[j] = (uint32_t)i;
-        next = i + 1;
     }
-    return p == ilen ? QT_CODEC_OK : QT_CODEC_ECORRUPT;
+    return qt_topk_ir_finish(&ir);
 }
 
 size_t qtc_topk_decode_host_bytes(const qt_wire *w, const size_t *len, int count)
