@@ -345,6 +345,30 @@ static void test_large_message_paths(void **state)
     free(x), free(fixed), free(other);
 }
 
+/* Dense elias streams (elias.c's windows) with runs of zero levels: gaps past the
+ * decoder's table, past a window (2048 elements) and past a lane (19200 here) take its
+ * slow path mid-window; the values still equal fixed packing's. */
+static void test_elias_dense_gaps(void **state)
+{
+    (void)state;
+    const size_t n = 70001;
+    const size_t runs[][2] = {{100, 16}, {3000, 40}, {19000, 2100}, {21000, 5000}, {40000, 25000}};
+    float *x = malloc(n * 4), *fixed = malloc(n * 4), *elias = malloc(n * 4);
+    for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
+        tq_gaussian(x, n, 950 + r, 1.0f);
+        for (size_t k = 0; k <= r; k++) /* this run and the earlier ones */
+            memset(x + runs[k][0], 0, runs[k][1] * 4);
+        qt_codec_params p;
+        qt_codec_params_default(&p, QT_CODEC_QSGD);
+        p.levels = 127, p.norm = QT_NORM_L2, p.bucket = 500;
+        assert_int_equal(qt_codec_quantize(&p, x, NULL, n, 0, 0, 0, fixed), 0);
+        p.encoding = QT_ENC_ELIAS;
+        assert_int_equal(qt_codec_quantize(&p, x, NULL, n, 0, 0, 0, elias), 0);
+        expect_same(elias, fixed, n, "dense elias with zero runs");
+    }
+    free(x), free(fixed), free(elias);
+}
+
 /* Encoded size == reported size <= max_bytes for every codec over sizes and seeds;
  * and capacity of exactly the reported size suffices. */
 static void test_sizes_and_capacity(void **state)
@@ -497,6 +521,7 @@ int main(void)
         cmocka_unit_test(test_large_message_paths),
         cmocka_unit_test(test_sizes_and_capacity),
         cmocka_unit_test(test_half_conversions),
+        cmocka_unit_test(test_elias_dense_gaps),
         cmocka_unit_test(test_names_and_bits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

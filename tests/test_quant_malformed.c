@@ -257,6 +257,7 @@ static void test_lanes(void **state)
     const cfg lane_cfgs[] = {
         {QT_CODEC_QSGD, QT_ENC_ELIAS, QT_NORM_L2, 7, 100},
         {QT_CODEC_QSGD, QT_ENC_ELIAS, QT_NORM_MAX, 1, 128},
+        {QT_CODEC_QSGD, QT_ENC_ELIAS, QT_NORM_L2, 127, 512}, /* dense: elias.c's windows */
         {QT_CODEC_QSGD, QT_ENC_HUFFMAN, QT_NORM_MAX, 7, 512},
         {QT_CODEC_QSGD, QT_ENC_HUFFMAN, QT_NORM_L2, 1, 64},
         {QT_CODEC_QSGD, QT_ENC_HUFFMAN, QT_NORM_MAX, 127, 512},
@@ -317,6 +318,14 @@ static void test_lanes(void **state)
                 (void)decode_copy(&p, b, l, n);
                 free(b);
             }
+        /* every lane's bytes random (their lengths kept): any verdict but a crash */
+        for (uint64_t t = 0; t < 4; t++) {
+            uint8_t *b = malloc(len);
+            memcpy(b, buf, at + 12);
+            for (size_t i = at + 12; i < len; i++) b[i] = (uint8_t)tq_rand(600 + c + 16 * t, i);
+            (void)decode_copy(&p, b, len, n);
+            free(b);
+        }
         /* bit flips spread over every lane: any verdict but a crash */
         for (uint64_t t = 0; t < 200; t++) {
             size_t bit = 8 * (at + 12) + tq_rand(400 + c, t) % (8 * (len - at - 12));

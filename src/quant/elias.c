@@ -12,7 +12,7 @@
  * vector is the scale array).
  */
 #include <stdlib.h>
-#if defined(__AVX512BW__)
+#if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
@@ -480,6 +480,233 @@ static int el_lanes4(el_lane *ln, const el_ctx *c)
     }
 }
 
+/* ---- dense streams: table triples into per-lane windows of codes ----
+ *
+ * Where many levels are non-zero (8-bit levels under l2 scales: 93%), the interleaved
+ * loop above is bound by its work per triple, not by the lookup chains: a bucket check,
+ * a scale, a float add into out, and four lanes' state spilled around them. Here the
+ * lookup loop does only the lookups: each table triple stores its sign|level code at its
+ * position in a window of EW codes per lane (zero: no triple), and a window is then added
+ * to out in one vectorized pass (el_win_flush), which also clears it. Each lane is three
+ * registers: the byte its bits were loaded from, the bits with a marker bit below the
+ * valid ones (the marker's shift counts the bits consumed since the load: no position
+ * update per triple) and its window index. Codes outside the table go through el_win_slow
+ * (the lane's reader, adding to out directly); a lane's window full, or a lane near its
+ * end, leaves the loop for a moment. */
+enum { EW = 2048, EL_DENSE_QBITS = 6, PEND = 22 };
+
+/* The window loop's table over the next DTB bits: length | code << 6 | gap << 12, where
+ * code = sign | level << 1; 0 = not in the table. Gaps up to 15 (the length in the low
+ * six bits is the lane's shift count as it is, without a mask). */
+static void win_table_init(uint16_t *lut, int s)
+{
+    memset(lut, 0, sizeof(uint16_t) << DTB);
+    for (uint64_t g = 1; g < 16; g++) {
+        uint64_t gc;
+        int gl = qt_omega_code(g, &gc);
+        for (uint64_t a = 1; a <= (uint64_t)s && gl + 1 + qt_omega_len(a) <= DTB; a++) {
+            uint64_t lc;
+            int ll = qt_omega_code(a, &lc);
+            int total = gl + 1 + ll;
+            for (uint64_t sign = 0; sign < 2; sign++) {
+                uint64_t code = (gc << (1 + ll)) | (sign << ll) | lc;
+                uint32_t lo = (uint32_t)(code << (DTB - total)), span = 1u << (DTB - total);
+                uint16_t e = (uint16_t)((uint32_t)total | (uint32_t)(sign | a << 1) << 6 |
+                                        (uint32_t)g << 12);
+                for (uint32_t j = 0; j < span; j++) lut[lo + j] = e;
+            }
+        }
+    }
+}
+
+/* Adds the codes win[0..cnt) of elements i0.. to out and clears them: the same
+ * f * (level * unit) per element as the fixed decoder (an empty code adds zero; a
+ * negative level's product is the positive one's, negated, bit for bit). The lane's next
+ * window of out is fetched into L2 meanwhile: the four lanes' windows lie far apart in
+ * out, too many streams for the hardware prefetcher, and the lookups that fill the next
+ * window leave the memory idle. */
+static void el_win_flush(const el_ctx *c, uint8_t *win, size_t i0, size_t cnt)
+{
+    const size_t d = c->w->d;
+    const float f = c->f;
+    for (size_t i = i0, end = i0 + cnt; i < end;) {
+        size_t k = i / d, len = QT_MIN(end, (k + 1) * d) - i, t = 0;
+        const float unit = qt_load_f32(c->scales + 4 * k) / c->sf;
+        uint8_t *wn = win + (i - i0);
+        float *o = c->out + i;
+        for (size_t a = 0; a < len; a += 16) __builtin_prefetch(o + cnt + a, 0, 2);
+#if defined(__AVX512F__)
+        /* the 32 levels' values, looked up in two registers by level */
+        _Alignas(64) float val[32];
+        for (int l = 0; l < 32; l++) val[l] = f * ((float)l * unit);
+        const __m512 v0 = _mm512_load_ps(val), v1 = _mm512_load_ps(val + 16);
+        for (; t + 16 <= len; t += 16) {
+            __m128i b = _mm_loadu_si128((const __m128i *)(wn + t));
+            __m512i cd = _mm512_cvtepu8_epi32(b);
+            __m512 v = _mm512_permutex2var_ps(v0, _mm512_srli_epi32(cd, 1), v1);
+            __m512i sg = _mm512_slli_epi32(cd, 31);
+            v = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(v), sg));
+            _mm512_storeu_ps(o + t, _mm512_add_ps(_mm512_loadu_ps(o + t), v));
+            _mm_storeu_si128((__m128i *)(wn + t), _mm_setzero_si128());
+        }
+#endif
+        for (; t < len; t++) {
+            uint32_t cd = wn[t] & 63u;
+            float q = (float)(int32_t)(cd >> 1);
+            q = (cd & 1) ? -q : q;
+            o[t] += f * (q * unit);
+            wn[t] = 0;
+        }
+        i += len;
+    }
+}
+
+/* A lane between window loops: its bit position from base, its window index of the last
+ * non-zero (element = w + off). */
+typedef struct {
+    int64_t bp, w;
+} el_wpos;
+
+/* Adds lane j's window (win + j * EW) to out and starts it again at the element after
+ * the lane's last non-zero. A code that the table left (el_win_slow) may have landed that
+ * non-zero past the window's end: the window then holds every triple before it (that one
+ * went to out directly, and the elements between are zeros). */
+static void el_win_restart(const el_ctx *c, uint8_t *win, int j, el_wpos *P, int64_t *off)
+{
+    const int64_t used = P->w + 1 - (int64_t)j * EW;
+    el_win_flush(c, win + (size_t)j * EW, (size_t)(j * EW + *off), (size_t)QT_MIN(used, (int64_t)EW));
+    *off += used;
+    P->w -= used;
+}
+
+/* The lane's reader at bit position bp from base, its last position `last`. */
+static void el_win_seek(el_lane *L, const uint8_t *base, int64_t bp, uint64_t last)
+{
+    el_fl F = {(uint64_t)bp, 0, last, L->bend, L->unit};
+    el_from_fl(L, &F, base);
+    L->last = last;
+}
+
+/* One code that the table left, on the lane's reader: *rc = 0 (a triple, added to out),
+ * 1 (the lane ended) or a QT_CODEC error; returns the lane's new position. */
+static __attribute__((noinline, cold)) el_wpos el_win_slow(el_lane *L, const el_ctx *c,
+                                                          const uint8_t *base, el_wpos at,
+                                                          int64_t off, int *rc)
+{
+    el_win_seek(L, base, at.bp, (uint64_t)(at.w + off + 1));
+    *rc = el_slow(L, c);
+    return (el_wpos){(int64_t)el_to_fl(L, base).bp, (int64_t)L->last - 1 - off};
+}
+
+/* Four lanes through windows, like el_lanes4 (same return values); every window is added
+ * to out, and each lane's reader is where the loop left it, when this returns. */
+static int el_lanes4_win(el_lane *ln, const el_ctx *c)
+{
+    const uint8_t *base = ln[0].br.start;
+    uint16_t lut[1 << DTB];
+    win_table_init(lut, (int)c->s);
+    _Alignas(64) uint8_t win[QT_LANES * EW];
+    memset(win, 0, sizeof win);
+    /* per lane: the last byte a load may start from (8 bytes inside the lane), the
+     * window's element offset, the largest window index that eight more triples may
+     * start from (the window's room, and the margin from the lane's end that keeps the
+     * terminator out of the table: see el_lanes4) */
+    const uint8_t *pend[QT_LANES];
+    int64_t off[QT_LANES], lim[QT_LANES];
+    el_wpos P[QT_LANES];
+    enum { STEPS = 8, MARGIN = STEPS * 15 };
+    _Static_assert(PEND >= 2 * 7 + 8, "two loads, each at most 7 bytes on");
+    for (int j = 0; j < QT_LANES; j++) {
+        pend[j] = ln[j].br.end - PEND; /* the caller checked the lanes' lengths */
+        P[j].bp = (int64_t)el_to_fl(&ln[j], base).bp;
+        off[j] = (int64_t)ln[j].last - (int64_t)j * EW; /* the window starts at the next element */
+        P[j].w = (int64_t)ln[j].last - 1 - off[j];
+        lim[j] = QT_MIN((int64_t)(j + 1) * EW - 1, (int64_t)ln[j].lend - 1 - off[j]) - MARGIN;
+    }
+    int rc = QT_LANES, which;
+    for (;;) {
+        /* each lane's bits: loaded from p, consumed since then: ctz(f) (a marker only) */
+        const uint8_t *pA = base + P[0].bp / 8, *pB = base + P[1].bp / 8;
+        const uint8_t *pC = base + P[2].bp / 8, *pD = base + P[3].bp / 8;
+        uint64_t fA = 1ull << (P[0].bp % 8), fB = 1ull << (P[1].bp % 8);
+        uint64_t fC = 1ull << (P[2].bp % 8), fD = 1ull << (P[3].bp % 8);
+        int64_t wA = P[0].w, wB = P[1].w, wC = P[2].w, wD = P[3].w;
+        which = -1;
+        for (;;) {
+            /* the next STEPS triples of each lane (two loads, each at most 59 bits or 7
+             * bytes on) read at most 2 * 7 + 8 bytes from p, and land at most MARGIN
+             * positions on */
+            if (__builtin_expect(pA > pend[0], 0)) break;
+            if (__builtin_expect(pB > pend[1], 0)) break;
+            if (__builtin_expect(pC > pend[2], 0)) break;
+            if (__builtin_expect(pD > pend[3], 0)) break;
+            if (__builtin_expect(wA > lim[0], 0)) break;
+            if (__builtin_expect(wB > lim[1], 0)) break;
+            if (__builtin_expect(wC > lim[2], 0)) break;
+            if (__builtin_expect(wD > lim[3], 0)) break;
+#define EW_LOAD(F, P)                                                                        \
+    {                                                                                        \
+        uint64_t cn = (uint64_t)__builtin_ctzll(F), x;                                       \
+        P += cn >> 3;                                                                        \
+        memcpy(&x, P, 8);                                                                    \
+        F = (__builtin_bswap64(x) | 1) << (cn & 7);                                          \
+    }
+#define EW_STEP(F, W, J)                                                                     \
+    {                                                                                        \
+        uint32_t e = lut[F >> (64 - DTB)];                                                  \
+        if (__builtin_expect(!e, 0)) { which = J; break; }                                  \
+        F <<= e & 63;                                                                        \
+        W += e >> 12;                                                                        \
+        win[W] = (uint8_t)(e >> 6);                                                         \
+    }
+#define EW_ROUND                                                                             \
+    EW_LOAD(fA, pA) EW_LOAD(fB, pB) EW_LOAD(fC, pC) EW_LOAD(fD, pD)                          \
+    EW_STEP(fA, wA, 0) EW_STEP(fB, wB, 1) EW_STEP(fC, wC, 2) EW_STEP(fD, wD, 3)              \
+    EW_STEP(fA, wA, 0) EW_STEP(fB, wB, 1) EW_STEP(fC, wC, 2) EW_STEP(fD, wD, 3)              \
+    EW_STEP(fA, wA, 0) EW_STEP(fB, wB, 1) EW_STEP(fC, wC, 2) EW_STEP(fD, wD, 3)              \
+    EW_STEP(fA, wA, 0) EW_STEP(fB, wB, 1) EW_STEP(fC, wC, 2) EW_STEP(fD, wD, 3)
+            EW_ROUND
+            EW_ROUND
+#undef EW_ROUND
+#undef EW_STEP
+#undef EW_LOAD
+        }
+        P[0] = (el_wpos){8 * (pA - base) + __builtin_ctzll(fA), wA};
+        P[1] = (el_wpos){8 * (pB - base) + __builtin_ctzll(fB), wB};
+        P[2] = (el_wpos){8 * (pC - base) + __builtin_ctzll(fC), wC};
+        P[3] = (el_wpos){8 * (pD - base) + __builtin_ctzll(fD), wD};
+        if (which >= 0) {
+            int r = 0;
+            P[which] = el_win_slow(&ln[which], c, base, P[which], off[which], &r);
+            if (r == 0) continue;
+            rc = r < 0 ? r : qt_br_finish(&ln[which].br, ln[which].len);
+            if (rc >= 0) rc = which;
+            break;
+        }
+        /* a lane whose window is full adds it to out and goes on; one near its end (or
+         * its bytes' end) leaves the loop */
+        bool go = true;
+        for (int j = 0; j < QT_LANES; j++) {
+            if (P[j].w <= lim[j] && base + P[j].bp / 8 <= pend[j]) continue;
+            int64_t wend = (int64_t)(j + 1) * EW - 1 - MARGIN;
+            if (base + P[j].bp / 8 > pend[j] || lim[j] < wend) {
+                go = false;
+                continue;
+            }
+            el_win_restart(c, win, j, &P[j], &off[j]);
+            lim[j] = QT_MIN(wend, (int64_t)ln[j].lend - 1 - off[j] - MARGIN);
+        }
+        if (!go) break;
+    }
+    /* the windows' codes, and the readers where the loop left them */
+    for (int j = 0; j < QT_LANES; j++) {
+        el_win_restart(c, win, j, &P[j], &off[j]);
+        if (j != which || rc == QT_LANES)
+            el_win_seek(&ln[j], base, P[j].bp, (uint64_t)(P[j].w + off[j] + 1));
+    }
+    return rc;
+}
+
 int qt_elias_decode_levels(const qt_wire *w, const uint8_t *scales, const qt_lane *lanes,
                            int nlanes, float f, float *out)
 {
@@ -507,7 +734,16 @@ int qt_elias_decode_levels(const qt_wire *w, const uint8_t *scales, const qt_lan
     }
     int rc = 0, ended = -1;
     if (nlanes == QT_LANES) {
-        rc = el_lanes4(ln, &c);
+        /* lanes of EL_DENSE_QBITS / 4 bits per element or more through the windows
+         * (measured, 8M elements: 2-bit levels under max scales, 1.61 bits per element,
+         * decode 16% faster there; 4-bit levels under l2 scales, 1.48, 6% slower) */
+        size_t bytes = 0, shortest = SIZE_MAX;
+        for (int j = 0; j < nlanes; j++) {
+            bytes += lanes[j].len;
+            shortest = QT_MIN(shortest, lanes[j].len);
+        }
+        bool dense = 32 * (uint64_t)bytes >= EL_DENSE_QBITS * (uint64_t)w->n && shortest >= PEND;
+        rc = dense ? el_lanes4_win(ln, &c) : el_lanes4(ln, &c);
         ended = rc;
         if (rc == QT_LANES) rc = 0; /* no lane ended yet */
     }
