@@ -406,32 +406,14 @@ static inline __attribute__((always_inline)) uint64_t huf_load(const uint8_t *ba
 
 static inline uint64_t huf_taken(uint64_t buf) { return (uint64_t)__builtin_ctzll(buf) - 7; }
 
-/* A code longer than tb bits at bit position at (8 readable bytes there): its symbol
- * and length (*len), or -1 if no code matches. Out of line: the lookup loops only call
- * it for the rare long codes. */
-static __attribute__((noinline)) int huf_slow_at(const uint8_t *base, uint64_t at,
-                                                 const huf_dec *d, int *len)
-{
-    uint64_t v;
-    memcpy(&v, base + at / 8, 8);
-    uint32_t p16 = (uint32_t)((__builtin_bswap64(v) << (at % 8)) >> (64 - HUF_MAXLEN));
-    int l = d->tb + 1;
-    for (int k = d->tb + 1; k <= HUF_MAXLEN; k++) l += p16 >= d->limit[k];
-    if (l > HUF_MAXLEN) return -1;
-    uint32_t c = (p16 >> (HUF_MAXLEN - l)) - d->first[l];
-    if (c >= d->cnt[l]) return -1;
-    *len = l;
-    return d->sorted[d->offs[l] + c];
-}
-
-/* Four lanes' lookups interleaved (four independent chains), five per lane and load
- * (5 * tb = 55 of the 56 bits loaded), while every lane has 8 bytes to load from and
- * room for one iteration's symbols (5 one-symbol lookups, or up to 15). A code longer
- * than tb bits leaves the loop (each lookup is whole, so every lane is consistent), is
- * decoded on its lane's reader, and the loop resumes. False on a bad code. */
-static inline __attribute__((always_inline)) bool
-huf_lanes4_fill_t(huf_lane *ln, const uint32_t *lut, const uint16_t *one, const bool single,
-                  const huf_dec *d, float *out, int g)
+/* Four lanes' lookups of up to three symbols (lut) interleaved (four independent
+ * chains), five per lane and load (5 * tb = 55 of the 56 bits loaded), while every lane
+ * has 8 bytes to load from and room for one iteration's symbols (up to 15). A code
+ * longer than tb bits leaves the loop (each lookup is whole, so every lane is
+ * consistent), is decoded on its lane's reader, and the loop resumes. False on a bad
+ * code. */
+static bool huf_lanes4_fill(huf_lane *ln, const uint32_t *lut, const huf_dec *d, float *out,
+                            int g)
 {
     const uint8_t *base = ln[0].br.start;
     /* Each iteration also asks for the lines of out that each lane's adds will need:
@@ -441,9 +423,8 @@ huf_lanes4_fill_t(huf_lane *ln, const uint32_t *lut, const uint16_t *one, const 
     uintptr_t pf[QT_LANES]; /* addresses, not pointers: they may run past the array */
     for (int j = 0; j < QT_LANES; j++)
         pf[j] = (uintptr_t)(out + ln[j].i0) + 4 * (uintptr_t)(ln[j].sp - ln[j].sbuf) * (uintptr_t)g;
-    /* per iteration and lane: single, five symbols' levels (20 g bytes); else up to 15
-     * symbols, one or two lines (the second for g > 1) */
-    const uintptr_t pstep = single ? 20 * (uintptr_t)g : 64 * (uintptr_t)QT_MIN(g, 2);
+    /* per iteration and lane: up to 15 symbols, one or two lines (the second for g > 1) */
+    const uintptr_t pstep = 64 * (uintptr_t)QT_MIN(g, 2);
     uintptr_t pfa = pf[0], pfb = pf[1], pfc = pf[2], pfd = pf[3];
     uint64_t endoff[QT_LANES]; /* each lane's end, as a byte offset from base */
     for (int j = 0; j < QT_LANES; j++) endoff[j] = (uint64_t)(ln[j].br.end - base);
@@ -451,46 +432,21 @@ huf_lanes4_fill_t(huf_lane *ln, const uint32_t *lut, const uint16_t *one, const 
         uint64_t bpa = huf_bp(&ln[0].br, base), bpb = huf_bp(&ln[1].br, base);
         uint64_t bpc = huf_bp(&ln[2].br, base), bpd = huf_bp(&ln[3].br, base);
         uint8_t *pa = ln[0].sp, *pb = ln[1].sp, *pc = ln[2].sp, *pd = ln[3].sp;
-        const ptrdiff_t room = single ? 5 : 15; /* symbols one iteration may write */
+        const ptrdiff_t room = 15; /* symbols one iteration may write */
         uint8_t *const ea = ln[0].send, *const eb = ln[1].send;
         uint8_t *const ec = ln[2].send, *const ed = ln[3].send;
         int which = -1;
-/* A code longer than tb bits (one-symbol lookups): decoded here when the lane has 10
- * bytes left at it (the code's <= 2 bytes and a fresh load for the lane's other lookups
- * of this iteration), else (or when no code matches) by the exit path. */
-#define HUF_LONG(BUF, BP, SP, J)                                                         \
+#define HUF_LOOK(BUF, BP, SP, J)                                                         \
     {                                                                                    \
-        const uint64_t at_ = BP + huf_taken(BUF);                                        \
-        int l_ = 0, v_ = at_ / 8 + 10 <= endoff[J] ? huf_slow_at(base, at_, d, &l_) : -1; \
-        if (v_ < 0) {                                                                    \
+        uint32_t e_ = lut[(BUF) >> (64 - HUF_TB)];                                       \
+        if (__builtin_expect(!e_, 0)) {                                                  \
             which = J;                                                                   \
             break;                                                                       \
         }                                                                                \
-        *SP++ = (uint8_t)v_;                                                             \
-        BP = at_ + (uint64_t)l_;                                                         \
-        BUF = huf_load(base, BP);                                                        \
-    }
-#define HUF_LOOK(BUF, BP, SP, J)                                                         \
-    {                                                                                    \
-        if (single) { /* one[]: symbol | length << 8 */                                \
-            uint32_t e_ = one[(BUF) >> (64 - HUF_TB)];                                   \
-            if (__builtin_expect(!e_, 0)) {                                              \
-                HUF_LONG(BUF, BP, SP, J)                                                 \
-            } else {                                                                     \
-                *SP++ = (uint8_t)e_;                                                     \
-                BUF <<= e_ >> 8;                                                         \
-            }                                                                            \
-        } else {                                                                         \
-            uint32_t e_ = lut[(BUF) >> (64 - HUF_TB)];                                   \
-            if (__builtin_expect(!e_, 0)) { /* the exit path (measured faster here) */  \
-                which = J;                                                               \
-                break;                                                                   \
-            }                                                                            \
-            uint32_t s_ = e_ >> 8; /* little-endian: the first symbol, first byte */   \
-            memcpy(SP, &s_, 4);                                                          \
-            SP += (e_ >> 6) & 3;                                                         \
-            BUF <<= e_ & 63;                                                             \
-        }                                                                                \
+        uint32_t s_ = e_ >> 8; /* little-endian: the first symbol, first byte */       \
+        memcpy(SP, &s_, 4);                                                              \
+        SP += (e_ >> 6) & 3;                                                             \
+        BUF <<= e_ & 63;                                                                 \
     }
         while (bpa / 8 + 8 <= endoff[0] && bpb / 8 + 8 <= endoff[1] && bpc / 8 + 8 <= endoff[2] &&
                bpd / 8 + 8 <= endoff[3] && ea - pa >= room && eb - pb >= room &&
@@ -501,7 +457,7 @@ huf_lanes4_fill_t(huf_lane *ln, const uint32_t *lut, const uint16_t *one, const 
             __builtin_prefetch((const void *)pfb, 1, 3);
             __builtin_prefetch((const void *)pfc, 1, 3);
             __builtin_prefetch((const void *)pfd, 1, 3);
-            if (!single && g > 1) {
+            if (g > 1) {
                 __builtin_prefetch((const void *)(pfa + 64), 1, 3);
                 __builtin_prefetch((const void *)(pfb + 64), 1, 3);
                 __builtin_prefetch((const void *)(pfc + 64), 1, 3);
@@ -518,7 +474,6 @@ huf_lanes4_fill_t(huf_lane *ln, const uint32_t *lut, const uint16_t *one, const 
             if (which >= 0) break;
         }
 #undef HUF_LOOK
-#undef HUF_LONG
         huf_set_bp(&ln[0].br, bpa, base), huf_set_bp(&ln[1].br, bpb, base);
         huf_set_bp(&ln[2].br, bpc, base), huf_set_bp(&ln[3].br, bpd, base);
         ln[0].sp = pa, ln[1].sp = pb, ln[2].sp = pc, ln[3].sp = pd;
@@ -529,19 +484,125 @@ huf_lanes4_fill_t(huf_lane *ln, const uint32_t *lut, const uint16_t *one, const 
     }
 }
 
-/* The two instances: lookups of up to three symbols (lut), or of exactly one (one[]),
- * which costs fewer operations per lookup and wins where codes are long enough that
- * lut's entries hold one symbol anyway (8-bit levels under max scales). */
-static bool huf_lanes4_fill(huf_lane *ln, const uint32_t *lut, const huf_dec *d, float *out,
-                            int g)
-{
-    return huf_lanes4_fill_t(ln, lut, NULL, false, d, out, g);
-}
+/* The one-symbol loop (8-bit levels under max scales: codes of 7.4 bits on average, so
+ * that lut's entries would hold one symbol anyway). Each lane is three registers, as in
+ * elias.c's window loop: the byte its bits were loaded from, the bits with a marker bit
+ * below the valid ones (the bits consumed since the load are the marker's shift: no
+ * position update per lookup), and its symbol pointer. onex[] entries are length |
+ * symbol << 8 (the length in the low bits: the shift, on the lookup chain, takes the
+ * entry as it is). A code longer than HUF_TB bits (about 1% of the symbols there) is
+ * decoded in the loop through its prefix's subtable of sub[] (onex: HUF_LONG | prefix
+ * number << 8; the next HUF_SUB bits index the subtable, whose entries are symbol |
+ * length << 8), from a fresh load at the code, and the lane loads again after it;
+ * HUF_BAD, or a zero in sub[], is a prefix no code has. */
+#define HUF_LONG 0x80000000u
+#define HUF_BAD 0xffffffffu
+enum { HUF_SUB = HUF_MAXLEN - HUF_TB, HUF_SUBMASK = (1 << HUF_SUB) - 1 };
 
-static bool huf_lanes4_fill1(huf_lane *ln, const uint16_t *one, const huf_dec *d, float *out,
-                             int g)
+static bool huf_lanes4_one(huf_lane *ln, const uint32_t *onex, const uint16_t *sub, float *out,
+                           int g)
 {
-    return huf_lanes4_fill_t(ln, NULL, one, true, d, out, g);
+    /* Bytes a lane needs past a check, for the two rounds of lookups after it: the first
+     * load at most 7 bytes on (the marker: <= 7 + 5 * 11 bits taken); a round's codes
+     * before a long one at most 4 * 16 bits, so the long code's 8-byte read (at its byte)
+     * and the load after it (at most 2 bytes further) end within 18 bytes of the round's
+     * start; the second round starts at most 7 + 10 bytes on. */
+    enum { PEND = 7 + 10 + 18 };
+    _Static_assert(5 * HUF_TB + 7 <= 62, "five lookups a load, the marker kept");
+    const uint8_t *base = ln[0].br.start, *pend[QT_LANES];
+    uint8_t *slast[QT_LANES]; /* the last place two rounds' symbols may start at */
+    for (int j = 0; j < QT_LANES; j++) {
+        if (ln[j].br.end - ln[j].br.start < PEND || ln[j].send - ln[j].sp < 10)
+            return true; /* the lanes finish alone */
+        pend[j] = ln[j].br.end - PEND;
+        slast[j] = ln[j].send - 10;
+    }
+    /* the lines of out that each lane's adds will need (see huf_lanes4_fill) */
+    const uintptr_t G = (uintptr_t)g;
+    uintptr_t pfa = (uintptr_t)(out + ln[0].i0) + 4 * (uintptr_t)(ln[0].sp - ln[0].sbuf) * G;
+    uintptr_t pfb = (uintptr_t)(out + ln[1].i0) + 4 * (uintptr_t)(ln[1].sp - ln[1].sbuf) * G;
+    uintptr_t pfc = (uintptr_t)(out + ln[2].i0) + 4 * (uintptr_t)(ln[2].sp - ln[2].sbuf) * G;
+    uintptr_t pfd = (uintptr_t)(out + ln[3].i0) + 4 * (uintptr_t)(ln[3].sp - ln[3].sbuf) * G;
+    uint64_t bp[QT_LANES];
+    for (int j = 0; j < QT_LANES; j++) bp[j] = huf_bp(&ln[j].br, base);
+    const uint8_t *pA = base + bp[0] / 8, *pB = base + bp[1] / 8;
+    const uint8_t *pC = base + bp[2] / 8, *pD = base + bp[3] / 8;
+    uint64_t fA = 1ull << (bp[0] % 8), fB = 1ull << (bp[1] % 8);
+    uint64_t fC = 1ull << (bp[2] % 8), fD = 1ull << (bp[3] % 8);
+    uint8_t *sA = ln[0].sp, *sB = ln[1].sp, *sC = ln[2].sp, *sD = ln[3].sp;
+    bool bad = false;
+    for (;;) {
+        if (__builtin_expect(pA > pend[0], 0)) break;
+        if (__builtin_expect(pB > pend[1], 0)) break;
+        if (__builtin_expect(pC > pend[2], 0)) break;
+        if (__builtin_expect(pD > pend[3], 0)) break;
+        if (__builtin_expect(sA > slast[0], 0)) break;
+        if (__builtin_expect(sB > slast[1], 0)) break;
+        if (__builtin_expect(sC > slast[2], 0)) break;
+        if (__builtin_expect(sD > slast[3], 0)) break;
+        __builtin_prefetch((const void *)pfa, 1, 3);
+        __builtin_prefetch((const void *)pfb, 1, 3);
+        __builtin_prefetch((const void *)pfc, 1, 3);
+        __builtin_prefetch((const void *)pfd, 1, 3);
+        pfa += 40 * G, pfb += 40 * G, pfc += 40 * G, pfd += 40 * G; /* 10 symbols */
+#define HO_LOAD(F, P, AT)                                                                    \
+    {                                                                                        \
+        uint64_t x_;                                                                         \
+        P = base + (AT) / 8;                                                                 \
+        memcpy(&x_, P, 8);                                                                   \
+        F = (__builtin_bswap64(x_) | 1) << ((AT) % 8);                                       \
+    }
+#define HO_NEXT(F, P)                                                                        \
+    {                                                                                        \
+        uint64_t c_ = (uint64_t)__builtin_ctzll(F), x_;                                      \
+        P += c_ >> 3;                                                                        \
+        memcpy(&x_, P, 8);                                                                   \
+        F = (__builtin_bswap64(x_) | 1) << (c_ & 7);                                         \
+    }
+/* A long code: its 16 bits from a load at the code (the marker may be among them in F),
+ * its subtable entry, then the lane's bits after it; the entry becomes the symbol with
+ * no length, so that the shift below keeps the fresh bits. */
+#define HO_LOOK(F, P, S, K)                                                                  \
+    {                                                                                        \
+        uint32_t e_ = onex[F >> (64 - HUF_TB)];                                              \
+        if (__builtin_expect(e_ >> 31, 0)) {                                                 \
+            const uint64_t at_ = 8 * (uint64_t)(P - base) + (uint64_t)__builtin_ctzll(F);    \
+            uint64_t x_;                                                                     \
+            memcpy(&x_, base + at_ / 8, 8);                                                  \
+            x_ = (__builtin_bswap64(x_) << (at_ % 8)) >> (64 - HUF_MAXLEN);                  \
+            e_ = e_ == HUF_BAD ? 0 : sub[((e_ >> 8 & 0x7fff) << HUF_SUB) + (x_ & HUF_SUBMASK)]; \
+            if (!e_) {                                                                       \
+                bad = true;                                                                  \
+                break;                                                                       \
+            }                                                                                \
+            HO_LOAD(F, P, at_ + (e_ >> 8))                                                   \
+            e_ = (e_ & 0xff) << 8;                                                           \
+        }                                                                                    \
+        S[K] = (uint8_t)(e_ >> 8);                                                           \
+        F <<= e_ & 63; /* the length: the shift takes the entry as it is */                 \
+    }
+#define HO_ROUND                                                                             \
+    HO_NEXT(fA, pA) HO_NEXT(fB, pB) HO_NEXT(fC, pC) HO_NEXT(fD, pD)                          \
+    HO_LOOK(fA, pA, sA, 0) HO_LOOK(fB, pB, sB, 0) HO_LOOK(fC, pC, sC, 0) HO_LOOK(fD, pD, sD, 0) \
+    HO_LOOK(fA, pA, sA, 1) HO_LOOK(fB, pB, sB, 1) HO_LOOK(fC, pC, sC, 1) HO_LOOK(fD, pD, sD, 1) \
+    HO_LOOK(fA, pA, sA, 2) HO_LOOK(fB, pB, sB, 2) HO_LOOK(fC, pC, sC, 2) HO_LOOK(fD, pD, sD, 2) \
+    HO_LOOK(fA, pA, sA, 3) HO_LOOK(fB, pB, sB, 3) HO_LOOK(fC, pC, sC, 3) HO_LOOK(fD, pD, sD, 3) \
+    HO_LOOK(fA, pA, sA, 4) HO_LOOK(fB, pB, sB, 4) HO_LOOK(fC, pC, sC, 4) HO_LOOK(fD, pD, sD, 4) \
+    sA += 5, sB += 5, sC += 5, sD += 5;
+        HO_ROUND
+        HO_ROUND
+#undef HO_ROUND
+#undef HO_LOOK
+#undef HO_NEXT
+#undef HO_LOAD
+    }
+    if (bad) return false; /* a prefix no code has: the rest is of no use */
+    huf_set_bp(&ln[0].br, 8 * (uint64_t)(pA - base) + (uint64_t)__builtin_ctzll(fA), base);
+    huf_set_bp(&ln[1].br, 8 * (uint64_t)(pB - base) + (uint64_t)__builtin_ctzll(fB), base);
+    huf_set_bp(&ln[2].br, 8 * (uint64_t)(pC - base) + (uint64_t)__builtin_ctzll(fC), base);
+    huf_set_bp(&ln[3].br, 8 * (uint64_t)(pD - base) + (uint64_t)__builtin_ctzll(fD), base);
+    ln[0].sp = sA, ln[1].sp = sB, ln[2].sp = sC, ln[3].sp = sD;
+    return true;
 }
 
 int qt_huffman_decode_levels(const qt_wire *w, const uint8_t *scales, const qt_lane *lanes,
@@ -560,6 +621,7 @@ int qt_huffman_decode_levels(const qt_wire *w, const uint8_t *scales, const qt_l
     }
     int rc = QT_CODEC_ECORRUPT;
     qt_bitreader *br = &ln[0].br;
+    uint16_t *sub = NULL;
 
     /* Table (lane 0): lengths, Kraft check (an over-full code is not ours), canonical codes. */
     uint8_t len[HUF_MAXSYM];
@@ -634,6 +696,26 @@ int qt_huffman_decode_levels(const qt_wire *w, const uint8_t *scales, const qt_l
     /* Each tb-bit prefix is about as likely as the code says (2^-tb): when lut's
      * entries hold on average under 1.25 symbols, the one-symbol lookups are faster. */
     const bool single = 4 * multi < (1u << tb);
+    /* huf_lanes4_one's tables: one[] with HUF_BAD for prefixes no code has, and a
+     * subtable per prefix of longer codes */
+    uint32_t onex[1 << HUF_TB];
+    if (single && nlanes == QT_LANES) {
+        uint32_t nsub = 0;
+        for (uint32_t x = 0; x <= tmask; x++)
+            onex[x] = one[x] ? (one[x] >> 8) | (one[x] & 255u) << 8 : HUF_BAD;
+        for (int i = 0; i < m; i++)
+            if (len[i] > tb && onex[code[i] >> (len[i] - tb)] == HUF_BAD)
+                onex[code[i] >> (len[i] - tb)] = HUF_LONG | nsub++ << 8;
+        sub = qt_calloc((size_t)nsub << HUF_SUB, sizeof *sub);
+        for (int i = 0; i < m; i++) {
+            if (len[i] <= tb) continue;
+            uint32_t c16 = code[i] << (HUF_MAXLEN - len[i]);
+            uint32_t k = onex[c16 >> HUF_SUB] >> 8 & 0x7fff;
+            uint32_t lo = c16 & ((1u << HUF_SUB) - 1), span = 1u << (HUF_MAXLEN - len[i]);
+            for (uint32_t j = 0; j < span; j++)
+                sub[(k << HUF_SUB) + lo + j] = (uint16_t)(i | len[i] << 8);
+        }
+    }
     /* The levels of each symbol, 8 slots per symbol (the copies in huf_add_g). */
     int16_t digits[HUF_MAXSYM * 8];
     memset(digits, 0, sizeof digits);
@@ -658,8 +740,8 @@ int qt_huffman_decode_levels(const qt_wire *w, const uint8_t *scales, const qt_l
             any |= ln[j].left > 0;
         }
         if (!any) break;
-        if (nlanes == QT_LANES &&
-            !(single ? huf_lanes4_fill1(ln, one, &d, out, g) : huf_lanes4_fill(ln, lut, &d, out, g)))
+        if (nlanes == QT_LANES && !(single ? huf_lanes4_one(ln, onex, sub, out, g)
+                                           : huf_lanes4_fill(ln, lut, &d, out, g)))
             goto done;
         for (int j = 0; j < nlanes; j++) {
             huf_lane *L = &ln[j];
@@ -685,6 +767,7 @@ int qt_huffman_decode_levels(const qt_wire *w, const uint8_t *scales, const qt_l
     rc = 0;
     for (int j = 0; j < nlanes && !rc; j++) rc = qt_br_finish(&ln[j].br, ln[j].len);
 done:
+    free(sub);
     free(ln);
     return rc;
 }
