@@ -99,6 +99,48 @@ static inline size_t qt_bw_finish(qt_bitwriter *w)
     return (size_t)(w->p - w->start);
 }
 
+/* The lanes of the decoders' interleaved marker loops (elias.c's window loop, huffman.c's
+ * one-symbol loop): a lane is the byte p its bits were loaded from and the bits f, MSB
+ * first, with a marker bit below the valid ones. Each code's shift moves the marker up, so
+ * the bits taken since the load are ctz(f): no position is updated per code. */
+
+/* A lane at bit position bp from base: p there, f only the marker (nothing loaded). */
+static inline __attribute__((always_inline)) uint64_t qt_mk_start(const uint8_t *base,
+                                                                  uint64_t bp,
+                                                                  const uint8_t **p)
+{
+    *p = base + bp / 8;
+    return 1ull << (bp % 8);
+}
+
+/* The lane's bit position from base. */
+static inline __attribute__((always_inline)) uint64_t qt_mk_pos(const uint8_t *base,
+                                                                const uint8_t *p, uint64_t f)
+{
+    return 8 * (uint64_t)(p - base) + (uint64_t)__builtin_ctzll(f);
+}
+
+/* The lane loaded at its position: p moves to that byte (at most 7 on when at most 56 + 7
+ * bits were taken; 8 bytes must be readable there) and f holds at least 57 valid bits. */
+static inline __attribute__((always_inline)) uint64_t qt_mk_next(const uint8_t **p, uint64_t f)
+{
+    const uint64_t c = (uint64_t)__builtin_ctzll(f);
+    uint64_t x;
+    *p += c >> 3;
+    memcpy(&x, *p, 8);
+    return (__builtin_bswap64(x) | 1) << (c & 7);
+}
+
+/* The lane loaded at bit position at from base. */
+static inline __attribute__((always_inline)) uint64_t qt_mk_at(const uint8_t *base, uint64_t at,
+                                                               const uint8_t **p)
+{
+    uint64_t x;
+    *p = base + at / 8;
+    memcpy(&x, *p, 8);
+    return (__builtin_bswap64(x) | 1) << (at % 8);
+}
+
 /* Omega code of k (1 <= k < 2^40): returns the length, the code in the low bits. */
 static inline int qt_omega_code(uint64_t k, uint64_t *code)
 {

@@ -228,19 +228,25 @@ void qt_elias_lane_finish(qt_elias_enc *e, qt_bitwriter *bw, size_t i1)
     qt_bw_put_long(bw, tc, tl);
 }
 
-/* Decoding table over the next DTB bits: every "gap, sign, level" triple whose codes
- * fit in DTB bits, as length | sign << 4 | level << 5 | gap << 10 (the length in the low
- * four bits: the bit buffer's shift, on the critical path, takes the entry masked; bits
- * 4..9 index the signed level's float in elev); 0 = decode slowly. Levels above 31 and
- * gaps above 31 never fit in 13 bits. A 16 KB table of 16-bit entries: 13 bits cover
- * 8-bit levels up to 31 (the bulk of them under l2 scales, where Elias pays), and the
- * table stays in L1 beside the four lanes' streams. Built by enumerating the triples. */
+/* Decoding tables over the next DTB bits: every "gap, sign, level" triple whose codes
+ * fit in DTB bits (gaps up to gmax), built by enumerating the triples; 0 = decode slowly.
+ * Levels above 31 and gaps above 31 never fit in 13 bits. 16 KB of 16-bit entries: 13
+ * bits cover 8-bit levels up to 31 (the bulk of them under l2 scales, where Elias pays),
+ * and the table stays in L1 beside the four lanes' streams. Two layouts:
+ * - the interleaved loop's (win false): length | sign << 4 | level << 5 | gap << 10 (the
+ *   length in the low four bits: the bit buffer's shift, on the critical path, takes the
+ *   entry masked; bits 4..9 index the signed level's float in elev);
+ * - the window loop's (win true, gaps up to 15): length | code << 6 | gap << 12 with
+ *   code = sign | level << 1 (the length in the low six bits is the lane's shift count as
+ *   it is, without a mask). */
 enum { DTB = 13 };
 
-static void dec_table_init(uint16_t *lut, int s)
+/* Out of line: inlined into qt_elias_decode_levels, it made the window loop 14% slower
+ * (measured; the enclosing function's register allocation). */
+static __attribute__((noinline)) void triple_table_init(uint16_t *lut, int s, bool win)
 {
     memset(lut, 0, sizeof(uint16_t) << DTB);
-    for (uint64_t g = 1; qt_omega_len(g) <= DTB - 2; g++) {
+    for (uint64_t g = 1; qt_omega_len(g) <= DTB - 2 && (!win || g < 16); g++) {
         uint64_t gc;
         int gl = qt_omega_code(g, &gc);
         for (uint64_t a = 1; a <= (uint64_t)s && gl + 1 + qt_omega_len(a) <= DTB; a++) {
@@ -250,9 +256,10 @@ static void dec_table_init(uint16_t *lut, int s)
             for (uint64_t sign = 0; sign < 2; sign++) {
                 uint64_t code = (gc << (1 + ll)) | (sign << ll) | lc;
                 uint32_t lo = (uint32_t)(code << (DTB - total)), span = 1u << (DTB - total);
-                uint16_t e = (uint16_t)((uint32_t)total | (uint32_t)sign << 4 |
-                                        (uint32_t)a << 5 | (uint32_t)g << 10);
-                for (uint32_t j = 0; j < span; j++) lut[lo + j] = e;
+                uint32_t e = win ? (uint32_t)total | (uint32_t)(sign | a << 1) << 6 | (uint32_t)g << 12
+                                 : (uint32_t)total | (uint32_t)sign << 4 | (uint32_t)a << 5 |
+                                       (uint32_t)g << 10;
+                for (uint32_t j = 0; j < span; j++) lut[lo + j] = (uint16_t)e;
             }
         }
     }
@@ -495,30 +502,6 @@ static int el_lanes4(el_lane *ln, const el_ctx *c)
  * end, leaves the loop for a moment. */
 enum { EW = 2048, EL_DENSE_QBITS = 6, PEND = 22 };
 
-/* The window loop's table over the next DTB bits: length | code << 6 | gap << 12, where
- * code = sign | level << 1; 0 = not in the table. Gaps up to 15 (the length in the low
- * six bits is the lane's shift count as it is, without a mask). */
-static void win_table_init(uint16_t *lut, int s)
-{
-    memset(lut, 0, sizeof(uint16_t) << DTB);
-    for (uint64_t g = 1; g < 16; g++) {
-        uint64_t gc;
-        int gl = qt_omega_code(g, &gc);
-        for (uint64_t a = 1; a <= (uint64_t)s && gl + 1 + qt_omega_len(a) <= DTB; a++) {
-            uint64_t lc;
-            int ll = qt_omega_code(a, &lc);
-            int total = gl + 1 + ll;
-            for (uint64_t sign = 0; sign < 2; sign++) {
-                uint64_t code = (gc << (1 + ll)) | (sign << ll) | lc;
-                uint32_t lo = (uint32_t)(code << (DTB - total)), span = 1u << (DTB - total);
-                uint16_t e = (uint16_t)((uint32_t)total | (uint32_t)(sign | a << 1) << 6 |
-                                        (uint32_t)g << 12);
-                for (uint32_t j = 0; j < span; j++) lut[lo + j] = e;
-            }
-        }
-    }
-}
-
 /* Adds the codes win[0..cnt) of elements i0.. to out and clears them: the same
  * f * (level * unit) per element as the fixed decoder (an empty code adds zero; a
  * negative level's product is the positive one's, negated, bit for bit). The lane's next
@@ -604,7 +587,7 @@ static int el_lanes4_win(el_lane *ln, const el_ctx *c)
 {
     const uint8_t *base = ln[0].br.start;
     uint16_t lut[1 << DTB];
-    win_table_init(lut, (int)c->s);
+    triple_table_init(lut, (int)c->s, true);
     _Alignas(64) uint8_t win[QT_LANES * EW];
     memset(win, 0, sizeof win);
     /* per lane: the last byte a load may start from (8 bytes inside the lane), the
@@ -626,10 +609,11 @@ static int el_lanes4_win(el_lane *ln, const el_ctx *c)
     int rc = QT_LANES, which;
     for (;;) {
         /* each lane's bits: loaded from p, consumed since then: ctz(f) (a marker only) */
-        const uint8_t *pA = base + P[0].bp / 8, *pB = base + P[1].bp / 8;
-        const uint8_t *pC = base + P[2].bp / 8, *pD = base + P[3].bp / 8;
-        uint64_t fA = 1ull << (P[0].bp % 8), fB = 1ull << (P[1].bp % 8);
-        uint64_t fC = 1ull << (P[2].bp % 8), fD = 1ull << (P[3].bp % 8);
+        const uint8_t *pA, *pB, *pC, *pD;
+        uint64_t fA = qt_mk_start(base, (uint64_t)P[0].bp, &pA);
+        uint64_t fB = qt_mk_start(base, (uint64_t)P[1].bp, &pB);
+        uint64_t fC = qt_mk_start(base, (uint64_t)P[2].bp, &pC);
+        uint64_t fD = qt_mk_start(base, (uint64_t)P[3].bp, &pD);
         int64_t wA = P[0].w, wB = P[1].w, wC = P[2].w, wD = P[3].w;
         which = -1;
         for (;;) {
@@ -644,13 +628,7 @@ static int el_lanes4_win(el_lane *ln, const el_ctx *c)
             if (__builtin_expect(wB > lim[1], 0)) break;
             if (__builtin_expect(wC > lim[2], 0)) break;
             if (__builtin_expect(wD > lim[3], 0)) break;
-#define EW_LOAD(F, P)                                                                        \
-    {                                                                                        \
-        uint64_t cn = (uint64_t)__builtin_ctzll(F), x;                                       \
-        P += cn >> 3;                                                                        \
-        memcpy(&x, P, 8);                                                                    \
-        F = (__builtin_bswap64(x) | 1) << (cn & 7);                                          \
-    }
+#define EW_LOAD(F, P) F = qt_mk_next(&P, F);
 #define EW_STEP(F, W, J)                                                                     \
     {                                                                                        \
         uint32_t e = lut[F >> (64 - DTB)];                                                  \
@@ -671,10 +649,10 @@ static int el_lanes4_win(el_lane *ln, const el_ctx *c)
 #undef EW_STEP
 #undef EW_LOAD
         }
-        P[0] = (el_wpos){8 * (pA - base) + __builtin_ctzll(fA), wA};
-        P[1] = (el_wpos){8 * (pB - base) + __builtin_ctzll(fB), wB};
-        P[2] = (el_wpos){8 * (pC - base) + __builtin_ctzll(fC), wC};
-        P[3] = (el_wpos){8 * (pD - base) + __builtin_ctzll(fD), wD};
+        P[0] = (el_wpos){(int64_t)qt_mk_pos(base, pA, fA), wA};
+        P[1] = (el_wpos){(int64_t)qt_mk_pos(base, pB, fB), wB};
+        P[2] = (el_wpos){(int64_t)qt_mk_pos(base, pC, fC), wC};
+        P[3] = (el_wpos){(int64_t)qt_mk_pos(base, pD, fD), wD};
         if (which >= 0) {
             int r = 0;
             P[which] = el_win_slow(&ln[which], c, base, P[which], off[which], &r);
@@ -711,7 +689,7 @@ int qt_elias_decode_levels(const qt_wire *w, const uint8_t *scales, const qt_lan
                            int nlanes, float f, float *out)
 {
     uint16_t lut[1 << DTB];
-    dec_table_init(lut, w->s);
+    triple_table_init(lut, w->s, false);
     uint16_t *olut = NULL;
     if (w->n >= OTAB_MIN_N) {
         olut = qt_malloc(sizeof(uint16_t) << OTB);

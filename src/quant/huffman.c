@@ -525,10 +525,9 @@ static bool huf_lanes4_one(huf_lane *ln, const uint32_t *onex, const uint16_t *s
     uintptr_t pfd = (uintptr_t)(out + ln[3].i0) + 4 * (uintptr_t)(ln[3].sp - ln[3].sbuf) * G;
     uint64_t bp[QT_LANES];
     for (int j = 0; j < QT_LANES; j++) bp[j] = huf_bp(&ln[j].br, base);
-    const uint8_t *pA = base + bp[0] / 8, *pB = base + bp[1] / 8;
-    const uint8_t *pC = base + bp[2] / 8, *pD = base + bp[3] / 8;
-    uint64_t fA = 1ull << (bp[0] % 8), fB = 1ull << (bp[1] % 8);
-    uint64_t fC = 1ull << (bp[2] % 8), fD = 1ull << (bp[3] % 8);
+    const uint8_t *pA, *pB, *pC, *pD;
+    uint64_t fA = qt_mk_start(base, bp[0], &pA), fB = qt_mk_start(base, bp[1], &pB);
+    uint64_t fC = qt_mk_start(base, bp[2], &pC), fD = qt_mk_start(base, bp[3], &pD);
     uint8_t *sA = ln[0].sp, *sB = ln[1].sp, *sC = ln[2].sp, *sD = ln[3].sp;
     bool bad = false;
     for (;;) {
@@ -545,20 +544,7 @@ static bool huf_lanes4_one(huf_lane *ln, const uint32_t *onex, const uint16_t *s
         __builtin_prefetch((const void *)pfc, 1, 3);
         __builtin_prefetch((const void *)pfd, 1, 3);
         pfa += 40 * G, pfb += 40 * G, pfc += 40 * G, pfd += 40 * G; /* 10 symbols */
-#define HO_LOAD(F, P, AT)                                                                    \
-    {                                                                                        \
-        uint64_t x_;                                                                         \
-        P = base + (AT) / 8;                                                                 \
-        memcpy(&x_, P, 8);                                                                   \
-        F = (__builtin_bswap64(x_) | 1) << ((AT) % 8);                                       \
-    }
-#define HO_NEXT(F, P)                                                                        \
-    {                                                                                        \
-        uint64_t c_ = (uint64_t)__builtin_ctzll(F), x_;                                      \
-        P += c_ >> 3;                                                                        \
-        memcpy(&x_, P, 8);                                                                   \
-        F = (__builtin_bswap64(x_) | 1) << (c_ & 7);                                         \
-    }
+#define HO_NEXT(F, P) F = qt_mk_next(&P, F);
 /* A long code: its 16 bits from a load at the code (the marker may be among them in F),
  * its subtable entry, then the lane's bits after it; the entry becomes the symbol with
  * no length, so that the shift below keeps the fresh bits. */
@@ -575,7 +561,7 @@ static bool huf_lanes4_one(huf_lane *ln, const uint32_t *onex, const uint16_t *s
                 bad = true;                                                                  \
                 break;                                                                       \
             }                                                                                \
-            HO_LOAD(F, P, at_ + (e_ >> 8))                                                   \
+            F = qt_mk_at(base, at_ + (e_ >> 8), &P);                                         \
             e_ = (e_ & 0xff) << 8;                                                           \
         }                                                                                    \
         S[K] = (uint8_t)(e_ >> 8);                                                           \
@@ -594,13 +580,12 @@ static bool huf_lanes4_one(huf_lane *ln, const uint32_t *onex, const uint16_t *s
 #undef HO_ROUND
 #undef HO_LOOK
 #undef HO_NEXT
-#undef HO_LOAD
     }
     if (bad) return false; /* a prefix no code has: the rest is of no use */
-    huf_set_bp(&ln[0].br, 8 * (uint64_t)(pA - base) + (uint64_t)__builtin_ctzll(fA), base);
-    huf_set_bp(&ln[1].br, 8 * (uint64_t)(pB - base) + (uint64_t)__builtin_ctzll(fB), base);
-    huf_set_bp(&ln[2].br, 8 * (uint64_t)(pC - base) + (uint64_t)__builtin_ctzll(fC), base);
-    huf_set_bp(&ln[3].br, 8 * (uint64_t)(pD - base) + (uint64_t)__builtin_ctzll(fD), base);
+    huf_set_bp(&ln[0].br, qt_mk_pos(base, pA, fA), base);
+    huf_set_bp(&ln[1].br, qt_mk_pos(base, pB, fB), base);
+    huf_set_bp(&ln[2].br, qt_mk_pos(base, pC, fC), base);
+    huf_set_bp(&ln[3].br, qt_mk_pos(base, pD, fD), base);
     ln[0].sp = sA, ln[1].sp = sB, ln[2].sp = sC, ln[3].sp = sD;
     return true;
 }
