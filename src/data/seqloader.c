@@ -17,8 +17,10 @@
 enum {
     POOL_BATCHES = 50,            /* utterances sorted together: batch x 50 */
     PLAN_CACHE = 2,
-    BATCH_ORDER_STREAM = 0xFFFFFF00u
 };
+/* Not in the enum: a constant above INT_MAX makes GCC 13 (C23 enums) give the whole
+ * enumeration an unsigned type, and `int k < PLAN_CACHE` then fails -Werror=sign-compare. */
+#define BATCH_ORDER_STREAM 0xFFFFFF00u
 
 typedef struct {
     qt_seq_batch b;               /* first member: a qt_seq_batch * is a slot pointer */
