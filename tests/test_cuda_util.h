@@ -99,13 +99,16 @@ static void h_unpack(const void *in, int n, int c, int hw, qt_cuda_dtype dt, boo
             }
 }
 
-/* ---- memory owned by the running test (freed by its teardown, even after a failure) ---- */
-static void *g_host[256], *g_dev[256];
+/* ---- memory owned by the running test (freed by its teardown, even after a failure) ----
+ * Room for a whole test's buffers: test_conv's shape sweep takes more than 256 host ones
+ * (it aborted there on the first real GPU run). */
+enum { OWNED_MAX = 4096 };
+static void *g_host[OWNED_MAX], *g_dev[OWNED_MAX];
 static int g_n_host, g_n_dev;
 
 static void *hbuf(size_t bytes)
 {
-    QT_ASSERT(g_n_host < 256);
+    QT_ASSERT(g_n_host < OWNED_MAX);
     return g_host[g_n_host++] = qt_malloc(bytes ? bytes : 1);
 }
 
@@ -115,7 +118,7 @@ static float *hf(size_t n) { return (float *)hbuf(n * sizeof(float)); }
  * element a kernel forgets to write fails the comparison. */
 static void *dbuf(size_t bytes)
 {
-    QT_ASSERT(g_n_dev < 256);
+    QT_ASSERT(g_n_dev < OWNED_MAX);
     void *p = NULL;
     if (qt_cuda_malloc(&p, bytes ? bytes : 1, "test buffer")) abort();
     if (cudaMemset(p, 0xFF, bytes ? bytes : 1) != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess) abort();
