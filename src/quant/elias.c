@@ -517,7 +517,9 @@ static void el_win_flush(const el_ctx *c, uint8_t *win, size_t i0, size_t cnt)
         const float unit = qt_load_f32(c->scales + 4 * k) / c->sf;
         uint8_t *wn = win + (i - i0);
         float *o = c->out + i;
-        for (size_t a = 0; a < len; a += 16) __builtin_prefetch(o + cnt + a, 0, 2);
+        /* addresses, not pointers: the last window's next one lies past out */
+        const uintptr_t next = (uintptr_t)o + 4 * (uintptr_t)cnt;
+        for (size_t a = 0; a < len; a += 16) __builtin_prefetch((const void *)(next + 4 * a), 0, 2);
 #if defined(__AVX512F__)
         /* the 32 levels' values, looked up in two registers by level */
         _Alignas(64) float val[32];
