@@ -214,6 +214,18 @@ def fmt(x, spec, none="–"):
     return none if x is None else format(x, spec)
 
 
+def save_plot(fig, ax, out_dir, name, made, legend=None, grid_axis="both"):
+    """Legend and grid, then out_dir/name at the report's size (PLOT_*), recorded in made.
+    (Only write_plots calls this, after it has imported pyplot.)"""
+    import matplotlib.pyplot as plt
+    ax.grid(axis=grid_axis, alpha=0.3)
+    ax.legend(**(legend or {}))
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, name), dpi=PLOT_DPI)
+    plt.close(fig)
+    made.append(name)
+
+
 def write_plots(out_dir, res):
     try:
         import matplotlib
@@ -234,12 +246,7 @@ def write_plots(out_dir, res):
     ax.set_xlabel("training wall time, s (sum of t_step; chance level drawn at t=0)")
     ax.set_ylabel("test top-1")
     ax.set_title("accuracy vs wall time")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "acc_vs_time.png"), dpi=PLOT_DPI)
-    plt.close(fig)
-    made.append("acc_vs_time.png")
+    save_plot(fig, ax, out_dir, "acc_vs_time.png", made)
 
     fig, ax = plt.subplots(figsize=(PLOT_W, PLOT_H), dpi=PLOT_DPI)
     for r in rows:
@@ -253,12 +260,7 @@ def write_plots(out_dir, res):
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.set_title("loss vs step (faint: per step)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "loss_vs_step.png"), dpi=PLOT_DPI)
-    plt.close(fig)
-    made.append("loss_vs_step.png")
+    save_plot(fig, ax, out_dir, "loss_vs_step.png", made)
 
     fig, ax = plt.subplots(figsize=(PLOT_W, PLOT_H), dpi=PLOT_DPI)
     x = list(range(len(rows)))
@@ -277,12 +279,7 @@ def write_plots(out_dir, res):
     ax.set_xticklabels([r["variant"] for r in rows])
     ax.set_ylabel("ms per step (mean)")
     ax.set_title("where a step goes")
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "time_breakdown.png"), dpi=PLOT_DPI)
-    plt.close(fig)
-    made.append("time_breakdown.png")
+    save_plot(fig, ax, out_dir, "time_breakdown.png", made, legend={"fontsize": 8}, grid_axis="y")
     return made
 
 

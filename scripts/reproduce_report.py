@@ -74,6 +74,18 @@ def read_kv(path):
 CONFIGS = {row[0]: row[3] for row in PAPER if row[3]}
 
 
+def write_md(lines, notes, out_md):
+    """The report's lines, then the notes file if there is one, written to out_md through a
+    temporary file (a failed run leaves the previous report whole)."""
+    if os.path.exists(notes):
+        lines.append("")
+        lines.append(open(notes, encoding="utf-8").read().rstrip())
+    tmp = out_md + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(tmp, out_md)
+
+
 def synthetic_profile(work, key, params):
     """A one-layer profile for a network whose --profile lists no layers (src/train.c's
     speech path writes none): every gradient ready when backward ends, so no overlap is
@@ -390,14 +402,7 @@ def qsgd(work, out_md, plot_path=None):
              "on this CPU for 4-bit QSGD, which would make every GPU row slower than fp32)." % (
                  "%.1f" % (sm.read_quantbench(qb).get(("qsgd/max", "fixed", 4, 512), (0, 0, 0))[1] / 1e9)
                  if os.path.exists(qb) else "?"))
-    extra = os.path.join(work, "notes.md")
-    if os.path.exists(extra):
-        L.append("")
-        L.append(open(extra, encoding="utf-8").read().rstrip())
-    tmp = out_md + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("\n".join(L) + "\n")
-    os.replace(tmp, out_md)
+    write_md(L, os.path.join(work, "notes.md"), out_md)
 
 
 # ---- reports/scaling_validation.md ------------------------------------------------------
@@ -473,12 +478,7 @@ def validation(work, out_md, extra_dirs=()):
              "46% short (13 of 15 within 15%). The rule has a mechanism (ob1's rendezvous over one TCP "
              "connection per pair) but it was chosen knowing these runs; a fresh set of runs (other models, "
              "bucket sizes, rates) is the honest test of it.")
-    extra = os.path.join(work, "validation_notes.md")
-    if os.path.exists(extra):
-        L.append("")
-        L.append(open(extra, encoding="utf-8").read().rstrip())
-    with open(out_md, "w", encoding="utf-8") as f:
-        f.write("\n".join(L) + "\n")
+    write_md(L, os.path.join(work, "validation_notes.md"), out_md)
     return ok, len(preds)
 
 
@@ -546,12 +546,7 @@ def ecq(cdir, out_md):
     L.append("Compression = fp32 bytes / encoded bytes of every exchanged gradient, fp32 layers (BatchNorm, "
              "biases, tensors under quant.min_size) included, as the exchange engine counts it per step "
              "(deterministic). bits/element = 32 / compression.")
-    extra = os.path.join(cdir, "notes.md")
-    if os.path.exists(extra):
-        L.append("")
-        L.append(open(extra, encoding="utf-8").read().rstrip())
-    with open(out_md, "w", encoding="utf-8") as f:
-        f.write("\n".join(L) + "\n")
+    write_md(L, os.path.join(cdir, "notes.md"), out_md)
 
 
 def main(argv):
