@@ -25,6 +25,20 @@ static inline int gen_arg_i64(const char *tool, const char *flag, const char *s,
     return 0;
 }
 
+/* The options every generator has (--train N, --test M, --seed S): 0, -1 after printing
+ * a bad value, 1 if flag is none of them. */
+static inline int gen_arg_common(const char *tool, const char *flag, const char *s,
+                                 int64_t *n_train, int64_t *n_test, uint64_t *seed)
+{
+    if (!strcmp(flag, "--train")) return gen_arg_i64(tool, flag, s, n_train);
+    if (!strcmp(flag, "--test")) return gen_arg_i64(tool, flag, s, n_test);
+    if (strcmp(flag, "--seed")) return 1;
+    int64_t n = 0;
+    int rc = gen_arg_i64(tool, flag, s, &n);
+    *seed = (uint64_t)n;
+    return rc;
+}
+
 /* The tool's option: 0, -1 after printing a bad value, 1 for an option it does not know. */
 typedef int (*gen_arg_fn)(const char *flag, const char *value, void *ctx);
 

@@ -29,11 +29,10 @@ static int option(const char *a, const char *v, void *ctx)
     qt_gen_speech_opts *g = ctx;
     const char *t = "gen_speech_like";
     int64_t n = 0;
-    int rc = 0;
-    if (!strcmp(a, "--train")) rc = gen_arg_i64(t, a, v, &g->n_train);
-    else if (!strcmp(a, "--test")) rc = gen_arg_i64(t, a, v, &g->n_test);
-    else if (!strcmp(a, "--seed")) { rc = gen_arg_i64(t, a, v, &n); g->seed = (uint64_t)n; }
-    else if (!strcmp(a, "--features")) { rc = gen_arg_i64(t, a, v, &n); g->features = (int)QT_MAX(QT_MIN(n, 1000000), -1); }
+    int rc = gen_arg_common(t, a, v, &g->n_train, &g->n_test, &g->seed);
+    if (rc <= 0) return rc;
+    rc = 0;
+    if (!strcmp(a, "--features")) { rc = gen_arg_i64(t, a, v, &n); g->features = (int)QT_MAX(QT_MIN(n, 1000000), -1); }
     else if (!strcmp(a, "--classes")) { rc = gen_arg_i64(t, a, v, &n); g->classes = (int)QT_MAX(QT_MIN(n, 1000000), -1); }
     else return 1;
     return rc;
